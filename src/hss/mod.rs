@@ -1,2 +1,64 @@
+//! The Huawei Cloud HSS v5 client. Nothing in here knows about Kubernetes.
+//!
+//! - [`signer`]: SDK-HMAC-SHA256, exactly as the official SDKs sign.
+//! - [`credentials`]: permanent AK/SK, temporary AK/SK + security token, IAM tokens.
+//! - [`endpoint`]: region table and explicit overrides.
+//! - [`model`]: request and response bodies.
+//! - [`budget`]: the per-(credential, project, API) rate budget every call draws from.
+//! - [`client`]: the HTTP client, error decoding and outcome classification.
+
+pub mod budget;
+pub mod client;
+pub mod credentials;
+pub mod endpoint;
 pub mod model;
 pub mod signer;
+
+pub use budget::{Budget, BudgetKey, Permit};
+pub use client::{Error, HssClient, Outcome};
+pub use credentials::Credentials;
+pub use endpoint::Endpoint;
+
+/// The HSS APIs this operator calls. Each has its own rate budget at HSS (5 calls per minute
+/// per user), so each has its own bucket here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Api {
+    CreateTask,
+    ListTasks,
+    ListTaskResources,
+    RetryTask,
+    ShowTaskStatistics,
+    ListClusters,
+    IamToken,
+}
+
+impl Api {
+    pub const ALL: [Api; 7] = [
+        Api::CreateTask,
+        Api::ListTasks,
+        Api::ListTaskResources,
+        Api::RetryTask,
+        Api::ShowTaskStatistics,
+        Api::ListClusters,
+        Api::IamToken,
+    ];
+
+    /// Bounded name, used in metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::CreateTask => "CreateTask",
+            Api::ListTasks => "ListTasks",
+            Api::ListTaskResources => "ListTaskResources",
+            Api::RetryTask => "RetryTask",
+            Api::ShowTaskStatistics => "ShowTaskStatistics",
+            Api::ListClusters => "ListKubernetesClusterDetails",
+            Api::IamToken => "KeystoneCreateUserTokenByPassword",
+        }
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

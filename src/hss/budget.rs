@@ -1,0 +1,302 @@
+//! The rate budget every HSS call draws from.
+//!
+//! HSS allows 5 calls per minute **per user and per API** (and answers more with
+//! `429 APIGW.0308`). The operator keeps one bucket per `(credential, project, API)` and takes a
+//! token before every call, so a well-behaved operator causes no 429 of its own.
+//!
+//! # Guarantees
+//! - With a budget of `n` per minute, calls for one key are spaced at least `60 s / n` apart
+//!   plus a small [`SAFETY_MARGIN`]. That is at most `n` calls in *any* 60-second window, which
+//!   satisfies a fixed-window or a sliding-window limiter at the gateway. A plain token bucket
+//!   with a burst of `n` would not: it allows `2n - 1` calls in some windows.
+//! - A received 429 empties the bucket and blocks the key until `Retry-After` (or one period,
+//!   or 1 s with limiting off, when the gateway sends none), even with client limiting off.
+//! - Waiting uses Tokio time, so tests drive it with paused time.
+//!
+//! # Caveats
+//! - Budgets are per process. Two replicas sharing one credential share HSS's budget without
+//!   knowing it; leader election keeps one replica calling.
+//! - Another user of the same credential (a console session, a script) can still cause 429s;
+//!   those are honoured, not prevented.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use governor::{
+    Quota, RateLimiter,
+    clock::Clock,
+    middleware::NoOpMiddleware,
+    state::{InMemoryState, NotKeyed},
+};
+
+use super::Api;
+
+/// Extra spacing on top of `60 s / n`, so network jitter between our clock and the gateway's
+/// cannot squeeze `n + 1` arrivals into one minute.
+pub const SAFETY_MARGIN: Duration = Duration::from_millis(250);
+
+/// HSS's published per-user, per-API limit.
+pub const DEFAULT_PER_MINUTE: u32 = 5;
+
+/// Which bucket a call draws from. `identity` is an opaque credential identity (an access key
+/// id or a token fingerprint), never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BudgetKey {
+    pub identity: String,
+    pub project: String,
+    pub api: Api,
+}
+
+/// Proof that a token was taken for `api`. HTTP calls that need one take it by value, so no
+/// call can be made without drawing from the budget first.
+#[derive(Debug)]
+#[must_use = "a permit is spent by the call it was taken for"]
+pub struct Permit {
+    key: BudgetKey,
+    waited: Duration,
+}
+
+impl Permit {
+    pub fn key(&self) -> &BudgetKey {
+        &self.key
+    }
+    /// How long the caller waited for this permit.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+/// Governor clock on Tokio's (pausable) time.
+#[derive(Debug, Clone)]
+struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+struct Bucket {
+    /// `None` when client-side limiting is off; a received 429 is honoured all the same.
+    limiter: Option<Limiter>,
+    blocked_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+struct Inner {
+    period: Option<Duration>,
+    clock: TokioClock,
+    buckets: Mutex<HashMap<BudgetKey, Arc<Bucket>>>,
+}
+
+/// Shared, cheap to clone.
+#[derive(Clone)]
+pub struct Budget {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("period", &self.inner.period)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Budget {
+    /// A budget of `per_minute` calls per key; 0 turns limiting off (simulators, benchmarks).
+    pub fn per_minute(per_minute: u32) -> Self {
+        let period =
+            NonZeroU32::new(per_minute).map(|n| Duration::from_secs(60) / n.get() + SAFETY_MARGIN);
+        Self {
+            inner: Arc::new(Inner {
+                period,
+                clock: TokioClock {
+                    origin: tokio::time::Instant::now(),
+                },
+                buckets: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Spacing between two calls of one key, `None` when unlimited.
+    pub fn period(&self) -> Option<Duration> {
+        self.inner.period
+    }
+
+    fn bucket(&self, key: &BudgetKey) -> Arc<Bucket> {
+        let mut buckets = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = buckets.entry(key.clone()).or_insert_with(|| {
+            // Burst 1: see the module docs for why a burst of n is not safe.
+            let limiter = self
+                .inner
+                .period
+                .and_then(Quota::with_period)
+                .map(|quota| RateLimiter::direct_with_clock(quota, self.inner.clock.clone()));
+            Arc::new(Bucket {
+                limiter,
+                blocked_until: Mutex::new(None),
+            })
+        });
+        bucket.clone()
+    }
+
+    /// Takes a token now, or says how long until one may be free.
+    pub fn try_acquire(&self, key: &BudgetKey) -> Result<Permit, Duration> {
+        let bucket = self.bucket(key);
+        let now = tokio::time::Instant::now();
+        {
+            let mut blocked = bucket
+                .blocked_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match *blocked {
+                Some(until) if until > now => return Err(until - now),
+                Some(_) => *blocked = None,
+                None => {}
+            }
+        }
+        match bucket.limiter.as_ref().map_or(Ok(()), |l| l.check()) {
+            Ok(()) => Ok(Permit {
+                key: key.clone(),
+                waited: Duration::ZERO,
+            }),
+            Err(not_until) => Err(not_until
+                .wait_time_from(self.inner.clock.now())
+                .max(Duration::from_millis(1))),
+        }
+    }
+
+    /// Waits (in Tokio time) until a token is free and takes it.
+    pub async fn acquire(&self, key: &BudgetKey) -> Permit {
+        let start = tokio::time::Instant::now();
+        loop {
+            match self.try_acquire(key) {
+                Ok(mut permit) => {
+                    permit.waited = start.elapsed();
+                    return permit;
+                }
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Records a 429 for `key`: empties the bucket and blocks it for `retry_after` (one period
+    /// when the gateway named none).
+    pub fn throttled(&self, key: &BudgetKey, retry_after: Option<Duration>) {
+        let bucket = self.bucket(key);
+        if let Some(limiter) = &bucket.limiter {
+            while limiter.check().is_ok() {}
+        }
+        let wait = retry_after
+            .or(self.inner.period)
+            .unwrap_or(Duration::from_secs(1));
+        let until = tokio::time::Instant::now() + wait;
+        let mut blocked = bucket
+            .blocked_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *blocked = Some(blocked.map_or(until, |b| b.max(until)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(api: Api) -> BudgetKey {
+        BudgetKey {
+            identity: "AK".into(),
+            project: "p".into(),
+            api,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eleven_calls_at_five_per_minute_take_two_minutes_and_a_bit() {
+        let budget = Budget::per_minute(5);
+        let period = budget.period().expect("limited");
+        let start = tokio::time::Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..11 {
+            let _permit = budget.acquire(&key(Api::CreateTask)).await;
+            times.push(start.elapsed());
+        }
+        // The first call is free, each further one waits one period.
+        assert_eq!(times[0], Duration::ZERO);
+        assert_eq!(*times.last().expect("11 calls"), period * 10);
+        assert!(period * 10 >= Duration::from_secs(120));
+        // No 60-second window ever holds more than 5 calls.
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .filter(|u| **u < *t + Duration::from_secs(60))
+                .count();
+            assert!(in_window <= 5, "window at {t:?} holds {in_window}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_token_is_handed_out_before_its_time() {
+        let budget = Budget::per_minute(5);
+        let k = key(Api::ListTasks);
+        assert!(budget.try_acquire(&k).is_ok());
+        let wait = budget.try_acquire(&k).expect_err("second call must wait");
+        assert_eq!(wait, Duration::from_secs(12) + SAFETY_MARGIN);
+        tokio::time::advance(wait - Duration::from_millis(10)).await;
+        assert!(budget.try_acquire(&k).is_err(), "still too early");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(budget.try_acquire(&k).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apis_and_credentials_have_separate_buckets() {
+        let budget = Budget::per_minute(5);
+        assert!(budget.try_acquire(&key(Api::CreateTask)).is_ok());
+        assert!(budget.try_acquire(&key(Api::ListTasks)).is_ok());
+        let other = BudgetKey {
+            identity: "AK2".into(),
+            ..key(Api::CreateTask)
+        };
+        assert!(budget.try_acquire(&other).is_ok());
+        assert!(budget.try_acquire(&key(Api::CreateTask)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_received_429_blocks_until_retry_after() {
+        let budget = Budget::per_minute(5);
+        let k = key(Api::CreateTask);
+        budget.throttled(&k, Some(Duration::from_secs(40)));
+        let wait = budget.try_acquire(&k).expect_err("blocked");
+        assert_eq!(wait, Duration::from_secs(40));
+        let start = tokio::time::Instant::now();
+        let permit = budget.acquire(&k).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(40));
+        assert_eq!(permit.waited(), Duration::from_secs(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_budget_does_not_limit_but_still_honours_429() {
+        let budget = Budget::per_minute(0);
+        for _ in 0..100 {
+            assert!(budget.try_acquire(&key(Api::CreateTask)).is_ok());
+        }
+        budget.throttled(&key(Api::CreateTask), Some(Duration::from_secs(5)));
+        assert_eq!(
+            budget
+                .try_acquire(&key(Api::CreateTask))
+                .expect_err("blocked"),
+            Duration::from_secs(5)
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(budget.try_acquire(&key(Api::CreateTask)).is_ok());
+    }
+}
