@@ -1,1 +1,26 @@
+//! hss-operator: runs Huawei Cloud Host Security Service scans from Kubernetes resources.
+//!
+//! - [`hss`]: the HSS v5 client (no Kubernetes in there).
+//! - [`crd`]: the custom resources.
+//! - [`submit`]: the one-shot `submit` command.
+//! - [`simulator`]: a real HTTP server speaking HSS's task APIs, for tests and demos.
+
+pub mod cli;
+pub mod config;
+pub mod crd;
 pub mod hss;
+pub mod simulator;
+pub mod submit;
+pub mod telemetry;
+
+/// Renders an error with its chain of causes: `a: b: c`.
+pub fn report_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -12,6 +12,7 @@ pub mod client;
 pub mod credentials;
 pub mod endpoint;
 pub mod model;
+pub mod resolve;
 pub mod signer;
 
 pub use budget::{Budget, BudgetKey, Permit};

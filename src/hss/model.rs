@@ -4,10 +4,13 @@
 //! fails decoding with a serde error (never a panic). Enumerations in responses carry an
 //! `Unknown` variant so a value HSS adds later does not break decoding.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// `task_type` of the common task APIs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskType {
     ClusterScan,
@@ -30,7 +33,9 @@ impl std::fmt::Display for TaskType {
 }
 
 /// What a cluster scan looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ScanType {
     ClusterVul,
@@ -39,7 +44,9 @@ pub enum ScanType {
 }
 
 /// Which clusters a cluster scan covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RangeType {
     AllCluster,
@@ -47,7 +54,9 @@ pub enum RangeType {
 }
 
 /// Kind of file an IaC scan reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FileType {
     Dockerfile,

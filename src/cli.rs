@@ -1,0 +1,56 @@
+//! The command line: one subcommand per job. Each subsystem owns its flags (`clap::Args`) and
+//! is flattened in here.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{submit, telemetry};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hss-operator",
+    version,
+    about = "Runs Huawei Cloud HSS cluster and IaC scans from Kubernetes ClusterScanTask resources"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub telemetry: telemetry::LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Submit one ClusterScanTask manifest to HSS without a cluster (for CI pipelines).
+    Submit(submit::SubmitArgs),
+    /// Run the HSS simulator: a local HTTP server speaking the HSS v5 task APIs.
+    SimulateHss(crate::simulator::SimArgs),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Crd => match crate::crd::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {}", crate::report_error(&err));
+                ExitCode::FAILURE
+            }
+        },
+        Command::Submit(args) => submit::run(args).await,
+        Command::SimulateHss(args) => match crate::simulator::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {}", crate::report_error(&err));
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

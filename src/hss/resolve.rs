@@ -1,0 +1,224 @@
+//! Finding out whether an ambiguous CreateTask created a task.
+//!
+//! HSS has no idempotency key and no get-by-id, so the only evidence is ListTasks: tasks of
+//! the same type, created manually inside the attempt's time window, with the same scan types
+//! (or file type). When the request named specific clusters and more than one task matches,
+//! ListTaskResources tells them apart by their cluster sets.
+//!
+//! # Assumptions
+//! - HSS stamps `start_time` at creation, and the `start_create_time`/`end_create_time`
+//!   filters apply to it (inferred; the simulator behaves so).
+//! - Our clock and HSS's differ by less than [`CLOCK_SKEW`] (the gateway refuses signatures
+//!   beyond 15 minutes anyway).
+//! - A task HSS created is visible to ListTasks within [`SETTLE`]. Before that, "not found"
+//!   is not trusted.
+//!
+//! # Caveats
+//! - Someone else creating an identical task in the same window (same credential, same scan
+//!   types) is indistinguishable from ours. Callers get every candidate and decide: the
+//!   operator assigns one per unresolved object (the count is what matters), the one-shot CLI
+//!   refuses to guess.
+
+use std::{collections::HashSet, time::Duration};
+
+use super::{
+    client::{Error, HssClient},
+    model::*,
+};
+
+/// Window before the attempt's start that is still searched.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+/// How long after an attempt started a ListTasks "not found" is trusted.
+pub const SETTLE: Duration = Duration::from_secs(30);
+/// At most this many pages are read for one lookup.
+pub const MAX_PAGES: u32 = 10;
+/// At most this many candidates are checked with ListTaskResources.
+pub const MAX_CONFIRMATIONS: usize = 5;
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// Matching tasks not claimed by anyone else, oldest first.
+    Candidates(Vec<TaskInfo>),
+    /// No matching task, and the listing is recent enough to trust it.
+    NotFound,
+    /// No matching task yet, but the attempt is too recent to conclude; ask again after this.
+    TooEarly(Duration),
+}
+
+/// The ListTasks filter for an attempt of `req` that started at `started_at_ms`.
+pub fn lookup_filter(req: &CreateTaskRequest, started_at_ms: i64, now_ms: i64) -> ListTasksRequest {
+    let skew = CLOCK_SKEW.as_millis() as i64;
+    ListTasksRequest {
+        start_create_time: Some(started_at_ms - skew),
+        end_create_time: Some(now_ms + skew),
+        trigger_type: Some(TriggerType::Manual),
+        cluster_scan_info: req.cluster_scan_info.as_ref().map(|c| ScanTypeFilter {
+            scan_type_list: Some(c.scan_type_list.clone()),
+        }),
+        iac_scan_info: req.iac_scan_info.as_ref().map(|i| FileTypeFilter {
+            file_type: Some(i.file_type),
+        }),
+        ..ListTasksRequest::for_type(req.task_type)
+    }
+}
+
+/// Whether `task` could be the result of `req` (from what ListTasks shows).
+pub fn could_be(task: &TaskInfo, req: &CreateTaskRequest) -> bool {
+    if task.task_type != req.task_type
+        || task.trigger_type.is_some_and(|t| t != TriggerType::Manual)
+    {
+        return false;
+    }
+    match (&req.cluster_scan_info, &req.iac_scan_info) {
+        (Some(want), _) => task.cluster_scan_info.as_ref().is_none_or(|got| {
+            let mut a = got.scan_type_list.clone();
+            let mut b = want.scan_type_list.clone();
+            a.sort();
+            b.sort();
+            a.is_empty() || a == b
+        }),
+        (None, Some(want)) => task
+            .iac_scan_info
+            .as_ref()
+            .and_then(|got| got.file_type)
+            .is_none_or(|ft| ft == want.file_type),
+        (None, None) => true,
+    }
+}
+
+/// Looks for the task an attempt of `req` (started at `started_at_ms`, epoch ms) may have
+/// created. `claimed` holds task ids already owned by other attempts.
+pub async fn lookup(
+    client: &HssClient,
+    req: &CreateTaskRequest,
+    started_at_ms: i64,
+    claimed: &HashSet<String>,
+) -> Result<Lookup, Error> {
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let filter = lookup_filter(req, started_at_ms, now_ms);
+    let (tasks, _complete) = client.list_all_tasks(&filter, MAX_PAGES).await?;
+    let mut candidates: Vec<TaskInfo> = tasks
+        .into_iter()
+        .filter(|t| !claimed.contains(&t.task_id) && could_be(t, req))
+        .collect();
+    candidates.sort_by_key(|t| (t.start_time.unwrap_or(i64::MAX), t.task_id.clone()));
+
+    let specific = req
+        .cluster_scan_info
+        .as_ref()
+        .and_then(|c| c.cluster_id_list.as_ref())
+        .filter(|ids| !ids.is_empty());
+    if let Some(want) = specific
+        && candidates.len() > 1
+    {
+        let want: HashSet<&str> = want.iter().map(String::as_str).collect();
+        let mut confirmed = Vec::new();
+        for task in candidates.iter().take(MAX_CONFIRMATIONS) {
+            let resources = client
+                .list_task_resources(
+                    &task.task_id,
+                    &ListTaskResourcesRequest {
+                        task_type: TaskType::ClusterScan,
+                        cluster_scan_info: None,
+                        iac_scan_info: None,
+                    },
+                    0,
+                    super::client::MAX_PAGE,
+                )
+                .await?;
+            let got: HashSet<&str> = resources
+                .cluster_scan_data_list
+                .iter()
+                .map(|r| r.cluster_id.as_str())
+                .collect();
+            if got == want {
+                confirmed.push(task.clone());
+            }
+        }
+        candidates = confirmed;
+    }
+
+    if !candidates.is_empty() {
+        return Ok(Lookup::Candidates(candidates));
+    }
+    let age = Duration::from_millis(u64::try_from(now_ms - started_at_ms).unwrap_or(0));
+    if age < SETTLE {
+        Ok(Lookup::TooEarly(SETTLE - age))
+    } else {
+        Ok(Lookup::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, scan: Vec<ScanType>) -> TaskInfo {
+        TaskInfo {
+            task_id: id.into(),
+            task_type: TaskType::ClusterScan,
+            task_name: None,
+            trigger_type: Some(TriggerType::Manual),
+            task_status: TaskStatus::Ready,
+            start_time: Some(0),
+            end_time: None,
+            estimated_time: None,
+            cluster_scan_info: Some(TaskClusterScanInfo {
+                scan_type_list: scan,
+                scanning_cluster_num: None,
+                success_cluster_num: None,
+                failed_cluster_num: None,
+            }),
+            iac_scan_info: None,
+        }
+    }
+
+    fn req(scan: Vec<ScanType>) -> CreateTaskRequest {
+        CreateTaskRequest {
+            task_type: TaskType::ClusterScan,
+            cluster_scan_info: Some(ClusterScanInfo {
+                scan_type_list: scan,
+                range_type: RangeType::AllCluster,
+                cluster_id_list: None,
+            }),
+            iac_scan_info: None,
+        }
+    }
+
+    #[test]
+    fn candidates_must_match_type_trigger_and_scan_set() {
+        let r = req(vec![ScanType::Benchmark, ScanType::ClusterVul]);
+        // (task, matches, reason)
+        let mut scheduled = task("s", vec![ScanType::ClusterVul, ScanType::Benchmark]);
+        scheduled.trigger_type = Some(TriggerType::Schedule);
+        let mut iac = task("i", vec![]);
+        iac.task_type = TaskType::IacScan;
+        let cases = [
+            (
+                task("a", vec![ScanType::ClusterVul, ScanType::Benchmark]),
+                true,
+                "same set, other order",
+            ),
+            (
+                task("b", vec![ScanType::ClusterVul]),
+                false,
+                "subset is another task",
+            ),
+            (scheduled, false, "console schedules are not ours"),
+            (iac, false, "other task type"),
+        ];
+        for (t, ok, reason) in cases {
+            assert_eq!(could_be(&t, &r), ok, "{reason}");
+        }
+    }
+
+    #[test]
+    fn lookup_window_covers_clock_skew_on_both_sides() {
+        let f = lookup_filter(&req(vec![ScanType::ClusterVul]), 1_000_000, 2_000_000);
+        assert_eq!(f.start_create_time, Some(1_000_000 - 120_000));
+        assert_eq!(f.end_create_time, Some(2_000_000 + 120_000));
+        assert_eq!(f.trigger_type, Some(TriggerType::Manual));
+        assert_eq!(f.task_type, TaskType::ClusterScan);
+    }
+}
