@@ -49,16 +49,19 @@ apt_install() {
   for p in "${missing[@]}"; do
     apt-cache show --no-all-versions "$p" >/dev/null 2>&1 || need_update=1
   done
-  local install=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends)
+  local install=()
+  [ -n "$SUDO" ] && install=("$SUDO")
+  # Wait for a concurrent apt/dpkg (e.g. a parallel caller) instead of failing.
+  install+=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends)
   if [ "$need_update" = 1 ]; then
     log "apt-get update (no candidate for some of: ${missing[*]})"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
   fi
   log "apt-get install ${missing[*]}"
   if ! "${install[@]}" "${missing[@]}"; then
     [ "$need_update" = 1 ] && die "apt-get install ${missing[*]} failed"
     log "install failed; retrying after apt-get update"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
     "${install[@]}" "${missing[@]}" || die "apt-get install ${missing[*]} failed"
   fi
 }
@@ -99,8 +102,8 @@ fi
 build_apiserver() {
   mkdir -p "$CACHE"
   local t0=$SECONDS
-  apt_install ca-certificates debian-archive-keyring dpkg-dev make patch xz-utils \
-    python3 python3-venv golang-github-modern-go-reflect2-dev
+  apt_install ca-certificates debian-archive-keyring dpkg-dev make patch rsync xz-utils \
+    findutils python3 python3-venv golang-github-modern-go-reflect2-dev
 
   # 1. Source: bookworm's `kubernetes` via a private deb-src list (leaves /etc/apt alone).
   local aptdir=$CACHE/apt srcdl=$CACHE/src
@@ -121,7 +124,7 @@ build_apiserver() {
     (cd "$srcdl" && apt-get "${aptopts[@]}" source --download-only kubernetes)
   fi
   local dsc
-  dsc=$(ls "$srcdl"/kubernetes_*.dsc | head -n1)
+  dsc=$(find "$srcdl" -maxdepth 1 -name 'kubernetes_*.dsc' | head -n1)
   grep -q "^Version: .*$K8S_VERSION" "$dsc" || die "unexpected kubernetes source version in $dsc (want $K8S_VERSION)"
 
   # 2. Unpack (format 3.0 (quilt): dpkg-source applies debian/patches/series).
@@ -130,6 +133,7 @@ build_apiserver() {
     rm -rf "$src"
     log "unpacking $dsc"
     dpkg-source --no-check -x "$dsc" "$src" >&2
+    rm -f "$CACHE"/kubernetes_*.orig.tar.*  # copy dpkg-source leaves beside the tree
     if ! grep -q '^3.0 (quilt)' "$src/debian/source/format" 2>/dev/null && [ -f "$src/debian/patches/series" ]; then
       log "applying debian/patches/series"
       local p
@@ -171,10 +175,10 @@ build_apiserver() {
   log "building kube-apiserver $K8S_VERSION with $("$goroot/bin/go" version) (takes minutes)"
   (
     cd "$src"
+    rm -rf _output  # start clean: a failed earlier attempt may leave stale tool stubs
     export PATH="$goroot/bin:$PATH" GOROOT="$goroot"
     export CGO_ENABLED=0 GOPROXY=off GOTOOLCHAIN=local
-    export GOCACHE="$CACHE/go-build" GOPATH="$CACHE/gopath"
-    export KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean
+    # hack/lib/golang.sh puts GOPATH and GOCACHE under _output/local/go itself.
     make WHAT=cmd/kube-apiserver >&2
   )
   local out
@@ -182,6 +186,8 @@ build_apiserver() {
   [ -n "$out" ] || die "build finished but no kube-apiserver under $src/_output"
   cp "$out" "$CACHED_APISERVER.tmp.$$"
   mv -f "$CACHED_APISERVER.tmp.$$" "$CACHED_APISERVER"
+  # _output holds the Go build cache (~1.6 GB); only the binary is needed.
+  rm -rf "$src/_output"
   log "built $CACHED_APISERVER in $((SECONDS - t0))s"
 }
 

@@ -23,6 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the operator: reconcile ClusterScanTasks against HSS.
+    Run(crate::controller::RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Submit one ClusterScanTask manifest to HSS without a cluster (for CI pipelines).
@@ -39,6 +41,13 @@ pub async fn run(cli: Cli) -> ExitCode {
                 print!("{yaml}");
                 ExitCode::SUCCESS
             }
+            Err(err) => {
+                eprintln!("error: {}", crate::report_error(&err));
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => match crate::controller::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {}", crate::report_error(&err));
                 ExitCode::FAILURE

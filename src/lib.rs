@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod hss;
 pub mod simulator;

@@ -65,7 +65,7 @@ pub enum Credentials {
 /// Where an IAM token comes from.
 pub enum TokenSource {
     Static(SecretString),
-    Iam(IamTokenProvider),
+    Iam(Box<IamTokenProvider>),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -138,7 +138,7 @@ impl Credentials {
 
     /// Tokens fetched from IAM with a password, cached until shortly before expiry.
     pub fn iam(provider: IamTokenProvider) -> Self {
-        Credentials::Token(Arc::new(TokenSource::Iam(provider)))
+        Credentials::Token(Arc::new(TokenSource::Iam(Box::new(provider))))
     }
 
     /// AK/SK (and optional security token) from the SDK's environment names, if set.

@@ -1,0 +1,44 @@
+//! Event helpers: one Recorder, fixed reporter name, PascalCase reasons.
+
+use kube::runtime::events::{Event, EventType};
+
+pub fn normal(reason: &str, action: &str, note: &str) -> Event {
+    event(EventType::Normal, reason, action, note)
+}
+
+pub fn warning(reason: &str, action: &str, note: &str) -> Event {
+    event(EventType::Warning, reason, action, note)
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
+    Event {
+        type_,
+        reason: reason.to_string(),
+        // The API server caps notes at 1 KiB.
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    }
+}
+
+/// `invalid_request` -> `InvalidRequest`: an error category as an Event or condition reason.
+pub fn reason_for(category: &str) -> String {
+    category
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn categories_become_pascal_case_reasons() {
+        assert_eq!(super::reason_for("invalid_request"), "InvalidRequest");
+        assert_eq!(super::reason_for("throttled"), "Throttled");
+    }
+}

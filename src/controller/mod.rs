@@ -1,0 +1,708 @@
+//! The ClusterScanTask controller.
+//!
+//! Reconcile is a pipeline: read what the object references (Secret) -> validate the spec
+//! (pure) -> decide from the phase -> act on HSS -> write status. The reconciler never asks
+//! why it was called; everything comes through [`Context`].
+//!
+//! | phase | what reconcile does |
+//! |---|---|
+//! | Pending | [`submit::submit`]: backoff, budget, record the attempt, POST |
+//! | Submitting | [`submit::resolve_attempt`]: find the task the attempt may have created |
+//! | Submitted, Running | follow the shared poll ([`poller`]); when finished, fetch results |
+//! | Succeeded, PartiallyFailed, Failed | nothing |
+//!
+//! Deletion (finalizer cleanup) resolves an in-flight attempt within a bounded time so the task
+//! id is at least recorded in an Event, then lets the object go. It never validates the spec
+//! and never waits on HSS longer than `--cleanup-timeout`.
+
+pub mod events;
+pub mod poller;
+pub mod status;
+pub mod submit;
+mod tracking;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, future::BoxFuture};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Recorder, Reporter},
+        finalizer::{self, Event as Finalizer},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::Instrument;
+
+use crate::{
+    config::{self, HssArgs, Overrides},
+    crd::{ClusterScanTask, FINALIZER, Phase},
+    hss::{self, Budget, Credentials, HssClient, resolve},
+};
+
+pub use poller::Poller;
+
+/// `hss-operator run` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub hss: HssArgs,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Default credentials from a Secret, as NAMESPACE/NAME (keys accessKey, secretKey,
+    /// optional securityToken, or authToken), used when a ClusterScanTask names none and no
+    /// credentials are given by flag or environment.
+    #[arg(long, env = "HSS_CREDENTIALS_SECRET")]
+    pub credentials_secret: Option<String>,
+
+    /// How often the shared ListTasks poll runs (never faster than the budget allows).
+    #[arg(long, env = "HSS_POLL_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Longest time deletion waits for HSS to resolve an in-flight submission.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cleanup_timeout: Duration,
+
+    /// Objects reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to write status")]
+    WriteStatus(#[source] kube::Error),
+    #[error("failed to read the credentials Secret")]
+    ReadSecret(#[source] kube::Error),
+    #[error("failed to call HSS")]
+    Hss(#[source] hss::Error),
+    #[error("failed to configure the HSS client")]
+    Config(#[source] config::Error),
+    #[error("failed to manage the finalizer")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    #[error("failed to reach the Kubernetes API")]
+    Kube(#[source] kube::Error),
+}
+
+impl Error {
+    /// Bounded label for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::WriteStatus(_) => "write_status",
+            Error::ReadSecret(_) => "read_secret",
+            Error::Hss(e) => e.category(),
+            Error::Config(e) => e.category(),
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.category()
+                }
+                _ => "finalizer",
+            },
+            Error::Kube(_) => "kube",
+        }
+    }
+}
+
+/// Points in the submission protocol where tests can stop the operator as if it crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    AfterRecord,
+    AfterPost,
+    BeforeIdWrite,
+}
+
+/// A test hook called at each [`Step`] with the object's name; it may never return, to model a
+/// crash at that point (the test then aborts the controller task).
+pub type FailPoint = Arc<dyn Fn(Step, String) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Everything reconcile touches.
+pub struct Context {
+    pub kube: Client,
+    pub recorder: Recorder,
+    pub poller: Poller,
+    pub args: RunArgs,
+    pub budget: Budget,
+    http: reqwest::Client,
+    clients: Mutex<HashMap<String, HssClient>>,
+    store: Store<ClusterScanTask>,
+    /// Task ids HSS returned (or lookups found) whose status write has not landed yet, by uid.
+    pending_ids: Mutex<HashMap<String, String>>,
+    pub(crate) adopt_lock: tokio::sync::Mutex<()>,
+    fail_point: Option<FailPoint>,
+    /// Consecutive reconcile failures per object, for error_policy backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    fn uid(obj: &ClusterScanTask) -> String {
+        obj.uid().unwrap_or_else(|| obj.name_any())
+    }
+
+    pub(crate) async fn fail_point(&self, step: Step, obj: &ClusterScanTask) {
+        if let Some(fp) = &self.fail_point {
+            fp(step, obj.name_any()).await;
+        }
+    }
+
+    pub(crate) fn remember_task_id(&self, obj: &ClusterScanTask, task_id: &str) {
+        self.pending_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::uid(obj), task_id.to_string());
+    }
+
+    pub(crate) fn remembered_task_id(&self, obj: &ClusterScanTask) -> Option<String> {
+        self.pending_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&Self::uid(obj))
+            .cloned()
+    }
+
+    pub(crate) fn forget_task_id(&self, obj: &ClusterScanTask) {
+        self.pending_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::uid(obj));
+    }
+
+    /// Task ids owned by objects other than `obj`: written in status, or claimed in memory.
+    pub(crate) fn claimed_task_ids(&self, obj: &ClusterScanTask) -> HashSet<String> {
+        let me = Self::uid(obj);
+        let mut ids: HashSet<String> = self
+            .store
+            .state()
+            .iter()
+            .filter(|o| Self::uid(o) != me)
+            .filter_map(|o| o.status.as_ref()?.task_id.clone())
+            .collect();
+        ids.extend(
+            self.pending_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(uid, _)| **uid != me)
+                .map(|(_, id)| id.clone()),
+        );
+        ids
+    }
+
+    pub(crate) fn metrics_hss_call<T>(&self, api: hss::Api, result: &Result<T, hss::Error>) {
+        match result {
+            Ok(_) => tracing::debug!(api = api.as_str(), "HSS call succeeded"),
+            Err(e) => tracing::debug!(
+                api = api.as_str(),
+                outcome = e.outcome().as_str(),
+                category = e.category(),
+                "HSS call failed"
+            ),
+        }
+    }
+
+    /// Publishes an Event; failures to publish are logged, never fatal.
+    pub(crate) async fn event(&self, obj: &ClusterScanTask, ev: kube::runtime::events::Event) {
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason = %ev.reason, "failed to publish an Event");
+        }
+    }
+
+    /// The HSS client for `obj` (its spec's overrides and credentials), shared by all objects
+    /// with the same settings.
+    async fn hss_for(
+        &self,
+        obj: &ClusterScanTask,
+    ) -> Result<Result<HssClient, CredentialsProblem>, Error> {
+        let creds = match self.credentials_for(obj).await? {
+            Ok(c) => c,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        let spec = &obj.spec;
+        let overrides = Overrides {
+            region: spec.region.as_deref(),
+            endpoint: spec.endpoint.as_deref(),
+            project_id: spec.project_id.as_deref(),
+            enterprise_project_id: spec.enterprise_project_id.as_deref(),
+        };
+        let config = self
+            .args
+            .hss
+            .client_config(&overrides)
+            .map_err(Error::Config)?;
+        let key = format!(
+            "{}|{}|{}|{}",
+            config.endpoint,
+            config.project_id,
+            config.enterprise_project_id.as_deref().unwrap_or(""),
+            creds.1
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let client = clients
+            .entry(key)
+            .or_insert_with(|| {
+                HssClient::with_http(self.http.clone(), config, creds.0, self.budget.clone())
+            })
+            .clone();
+        Ok(Ok(client))
+    }
+
+    /// Credentials for `obj` and a fingerprint of their material (so rotation takes effect).
+    async fn credentials_for(
+        &self,
+        obj: &ClusterScanTask,
+    ) -> Result<Result<(Credentials, String), CredentialsProblem>, Error> {
+        let (ns, name) = match (
+            &obj.spec.credentials_secret_ref,
+            &self.args.credentials_secret,
+        ) {
+            (Some(r), _) => (obj.namespace().unwrap_or_default(), r.name.clone()),
+            (None, _)
+                if self.args.hss.access_key.is_some() || self.args.hss.auth_token.is_some() =>
+            {
+                return Ok(match self.args.hss.credentials() {
+                    Ok(c) => {
+                        let fp = c.identity();
+                        Ok((c, fp))
+                    }
+                    Err(e) => Err(CredentialsProblem::Invalid(crate::report_error(&e))),
+                });
+            }
+            (None, Some(default)) => match default.split_once('/') {
+                Some((ns, name)) => (ns.to_string(), name.to_string()),
+                None => {
+                    return Ok(Err(CredentialsProblem::Invalid(format!(
+                        "--credentials-secret {default:?} is not NAMESPACE/NAME"
+                    ))));
+                }
+            },
+            (None, None) => return Ok(Err(CredentialsProblem::NoDefault)),
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &ns);
+        let secret = match secrets.get_opt(&name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Ok(Err(CredentialsProblem::Missing(format!(
+                    "Secret {ns}/{name} does not exist"
+                ))));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Ok(Err(CredentialsProblem::Missing(format!(
+                    "the operator may not read Secret {ns}/{name} (RBAC)"
+                ))));
+            }
+            Err(e) => return Err(Error::ReadSecret(e)),
+        };
+        Ok(credentials_from_secret(&secret)
+            .map_err(CredentialsProblem::Invalid)
+            .map(|c| {
+                let fp = format!(
+                    "{}#{}",
+                    c.identity(),
+                    &hss::signer::hex_sha256(
+                        format!(
+                            "{}:{}",
+                            secret.uid().unwrap_or_default(),
+                            secret.resource_version().unwrap_or_default()
+                        )
+                        .as_bytes()
+                    )[..12]
+                );
+                (c, fp)
+            }))
+    }
+}
+
+/// Why there are no usable credentials; becomes `CredentialsReady=False`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsProblem {
+    Missing(String),
+    Invalid(String),
+    NoDefault,
+}
+
+impl CredentialsProblem {
+    fn reason(&self) -> &'static str {
+        match self {
+            CredentialsProblem::Missing(_) => "SecretNotFound",
+            CredentialsProblem::Invalid(_) => "SecretInvalid",
+            CredentialsProblem::NoDefault => "NoCredentials",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            CredentialsProblem::Missing(m) | CredentialsProblem::Invalid(m) => m.clone(),
+            CredentialsProblem::NoDefault => {
+                "spec.credentialsSecretRef is not set and the operator has no default credentials"
+                    .into()
+            }
+        }
+    }
+}
+
+/// Reads `accessKey`/`secretKey` (+ `securityToken`) or `authToken` from a Secret. Pure.
+pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, String> {
+    let name = secret.name_any();
+    let get = |key: &str| -> Result<Option<String>, String> {
+        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+            return String::from_utf8(v.0.clone())
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| format!("Secret {name} key {key} is not UTF-8 text"));
+        }
+        Ok(secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|s| s.trim().to_string()))
+    };
+    let described = |e: hss::credentials::Error| format!("Secret {name}: {e}");
+    if let Some(token) = get("authToken")? {
+        return Credentials::token(&token).map_err(described);
+    }
+    match (get("accessKey")?, get("secretKey")?, get("securityToken")?) {
+        (Some(ak), Some(sk), Some(token)) if !token.is_empty() => {
+            Credentials::temporary(&ak, &sk, &token).map_err(described)
+        }
+        (Some(ak), Some(sk), _) => Credentials::permanent(&ak, &sk).map_err(described),
+        _ => Err(format!(
+            "Secret {name} needs keys accessKey and secretKey (optionally securityToken), or authToken"
+        )),
+    }
+}
+
+async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<ClusterScanTask> = Api::namespaced(ctx.kube.clone(), &ns);
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %ns,
+        name = %obj.name_any(),
+        task_id = obj.status.as_ref().and_then(|s| s.task_id.as_deref()).unwrap_or("")
+    );
+    finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(obj, &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
+    let phase = status::phase(&obj);
+    if phase.is_final() {
+        if let Some(id) = obj.status.as_ref().and_then(|s| s.task_id.as_deref()) {
+            ctx.poller.untrack(id);
+        }
+        return Ok(Action::await_change());
+    }
+    let api: Api<ClusterScanTask> =
+        Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
+
+    // Validate (pure). An invalid spec can only have been admitted by an API server without CEL.
+    let req = match obj.spec.to_request() {
+        Ok(req) => req,
+        Err(e) if phase == Phase::Pending => {
+            let mut st = obj.status.clone().unwrap_or_default();
+            st.phase = Some(Phase::Failed);
+            st.observed_generation = obj.metadata.generation;
+            let message = crate::report_error(&e);
+            status::set_condition(
+                &mut st,
+                obj.metadata.generation,
+                status::FAILED,
+                true,
+                "InvalidSpec",
+                message.clone(),
+            );
+            st.last_error = Some(status::last_error(e.category(), None, &message, None));
+            status::write(&api, &obj, &st, false)
+                .await
+                .map_err(Error::WriteStatus)?;
+            ctx.event(&obj, events::warning("InvalidSpec", "Validate", &message))
+                .await;
+            return Ok(Action::await_change());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "spec of a submitted scan no longer converts; following by task id only");
+            return Ok(Action::await_change());
+        }
+    };
+
+    let hss = match ctx.hss_for(&obj).await? {
+        Ok(client) => client,
+        Err(problem) => {
+            let mut st = obj.status.clone().unwrap_or_default();
+            let message = problem.message();
+            let was_false = status::condition(&st, status::CREDENTIALS_READY)
+                .is_some_and(|c| c.status == "False" && c.message == message);
+            st.phase.get_or_insert(Phase::Pending);
+            if status::set_condition(
+                &mut st,
+                obj.metadata.generation,
+                status::CREDENTIALS_READY,
+                false,
+                problem.reason(),
+                message.clone(),
+            ) {
+                status::write(&api, &obj, &st, false)
+                    .await
+                    .map_err(Error::WriteStatus)?;
+            }
+            if !was_false {
+                ctx.event(
+                    &obj,
+                    events::warning(problem.reason(), "ReadCredentials", &message),
+                )
+                .await;
+            }
+            // The Secret watch reconciles again when it appears or changes.
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+    let obj = if status::condition(
+        obj.status.as_ref().map_or(&Default::default(), |s| s),
+        status::CREDENTIALS_READY,
+    )
+    .is_none_or(|c| c.status != "True")
+    {
+        let mut st = obj.status.clone().unwrap_or_default();
+        st.phase.get_or_insert(Phase::Pending);
+        status::set_condition(
+            &mut st,
+            obj.metadata.generation,
+            status::CREDENTIALS_READY,
+            true,
+            "Found",
+            "credentials are available",
+        );
+        Arc::new(
+            status::write(&api, &obj, &st, false)
+                .await
+                .map_err(Error::WriteStatus)?,
+        )
+    } else {
+        obj
+    };
+
+    match phase {
+        Phase::Pending => submit::submit(obj, ctx, &hss, &req).await,
+        Phase::Submitting => submit::resolve_attempt(obj, ctx, &hss, &req).await,
+        Phase::Submitted | Phase::Running => tracking::follow(obj, ctx, &hss).await,
+        Phase::Succeeded | Phase::PartiallyFailed | Phase::Failed => Ok(Action::await_change()),
+    }
+}
+
+/// Deletion: resolve an in-flight attempt (bounded), record what is known, let go.
+async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
+    if let Some(id) = obj.status.as_ref().and_then(|s| s.task_id.as_deref()) {
+        ctx.poller.untrack(id);
+        return Ok(Action::await_change());
+    }
+    if status::phase(&obj) != Phase::Submitting {
+        return Ok(Action::await_change());
+    }
+    if let Some(task_id) = ctx.remembered_task_id(&obj) {
+        ctx.forget_task_id(&obj);
+        ctx.event(&obj, events::normal("DeletedWithTask", "Delete", &format!("deleted; HSS task {task_id} was created for it and keeps running (HSS cannot cancel tasks)"))).await;
+        return Ok(Action::await_change());
+    }
+    let started = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.submission.as_ref())
+        .and_then(|s| s.started_at.clone());
+    let outcome = async {
+        let req = obj.spec.to_request().ok()?;
+        let hss = ctx.hss_for(&obj).await.ok()?.ok()?;
+        let started = started.as_ref()?.0.as_millisecond();
+        loop {
+            match resolve::lookup(&hss, &req, started, &ctx.claimed_task_ids(&obj)).await {
+                Ok(resolve::Lookup::Candidates(c)) => return Some(Some(c[0].task_id.clone())),
+                Ok(resolve::Lookup::NotFound) => return Some(None),
+                Ok(resolve::Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lookup during deletion failed");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(ctx.args.cleanup_timeout, outcome).await {
+        Ok(Some(Some(task_id))) => {
+            ctx.event(&obj, events::normal("DeletedWithTask", "Delete", &format!("deleted; the in-flight attempt created HSS task {task_id}, which keeps running (HSS cannot cancel tasks)"))).await;
+        }
+        Ok(Some(None)) => {
+            ctx.event(
+                &obj,
+                events::normal(
+                    "Deleted",
+                    "Delete",
+                    "deleted; the in-flight attempt created no HSS task",
+                ),
+            )
+            .await;
+        }
+        _ => {
+            let at = started
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| "unknown time".into());
+            ctx.event(&obj, events::warning("DeletedUnresolved", "Delete", &format!("deleted while a CreateTask attempt (started {at}) was unresolved and HSS could not be asked within {}s; check the HSS console for a task created then", ctx.args.cleanup_timeout.as_secs()))).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(obj: Arc<ClusterScanTask>, err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = Context::uid(&obj);
+    let n = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(uid).or_insert(0);
+        *n += 1;
+        *n
+    };
+    tracing::warn!(category = err.category(), error = %crate::report_error(err), failures = n, "reconcile failed");
+    Action::requeue(submit::backoff(n))
+}
+
+/// Builds the context and runs the controller and the poller until `shutdown` resolves.
+pub async fn run_with(
+    args: RunArgs,
+    kube: Client,
+    fail_point: Option<FailPoint>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let api: Api<ClusterScanTask> = match &args.namespace {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    let secrets: Api<Secret> = match &args.namespace {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    let (poller, poll_triggers) = Poller::new(args.poll_interval);
+    let budget = args.hss.budget();
+    let http = hss::client::http_client(
+        &args
+            .hss
+            .client_config(&Overrides::default())
+            .unwrap_or_else(|_| {
+                hss::client::ClientConfig::new(
+                    hss::Endpoint::parse("http://127.0.0.1").expect("static URL"),
+                    "-",
+                )
+            }),
+    )
+    .map_err(Error::Hss)?;
+    let wc = watcher::Config::default().any_semantic();
+    let controller = Controller::new(api, wc.clone());
+    let store = controller.store();
+    let ctx = Arc::new(Context {
+        kube: kube.clone(),
+        recorder: Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: "hss-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        poller: poller.clone(),
+        args,
+        budget,
+        http,
+        clients: Mutex::default(),
+        store: store.clone(),
+        pending_ids: Mutex::default(),
+        adopt_lock: tokio::sync::Mutex::new(()),
+        fail_point,
+        failures: Mutex::default(),
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut poller_stop = stop_rx.clone();
+    let poller_task = tokio::spawn(poller.run(async move {
+        let _ = poller_stop.wait_for(|s| *s).await;
+    }));
+    let secret_store = store.clone();
+    let mut controller_stop = stop_rx;
+    controller
+        .watches(
+            secrets,
+            watcher::Config::default().any_semantic(),
+            move |secret: Secret| {
+                let (ns, name) = (secret.namespace(), secret.name_any());
+                secret_store
+                    .state()
+                    .into_iter()
+                    .filter(|o| {
+                        o.namespace() == ns
+                            && o.spec
+                                .credentials_secret_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == name)
+                            && !status::phase(o).is_final()
+                    })
+                    .map(|o| ObjectRef::from(o.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_on(poll_triggers)
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.args.concurrency))
+        .graceful_shutdown_on(async move {
+            shutdown.await;
+        })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = controller_stop.borrow_and_update();
+    let _ = poller_task.await;
+    Ok(())
+}
+
+/// `hss-operator run`: in-cluster or kubeconfig client, stops on SIGTERM / Ctrl-C.
+pub async fn run(args: RunArgs) -> Result<(), Error> {
+    let kube = Client::try_default().await.map_err(Error::Kube)?;
+    run_with(args, kube, None, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,161 @@
+//! Status: phases, conditions and the one way status is written (server-side apply, one field
+//! manager, the whole status every time).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+};
+
+use crate::crd::{ClusterScanTask, ClusterScanTaskStatus, Phase, cluster_scan_task::LastError};
+
+/// Field manager for everything the operator writes.
+pub const FIELD_MANAGER: &str = "hss-operator";
+
+/// Condition types.
+pub const SUBMITTED: &str = "Submitted";
+pub const COMPLETE: &str = "Complete";
+pub const FAILED: &str = "Failed";
+pub const THROTTLED: &str = "Throttled";
+pub const CREDENTIALS_READY: &str = "CredentialsReady";
+
+pub fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+/// Sets condition `type_` on `status`, keeping `lastTransitionTime` when the status value does
+/// not change. Returns whether anything changed.
+pub fn set_condition(
+    status: &mut ClusterScanTaskStatus,
+    generation: Option<i64>,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: impl Into<String>,
+) -> bool {
+    let value = if value { "True" } else { "False" };
+    let message: String = message.into();
+    let message: String = message.chars().take(1024).collect();
+    if let Some(c) = status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        let changed = c.status != value
+            || c.reason != reason
+            || c.message != message
+            || c.observed_generation != generation;
+        if c.status != value {
+            c.last_transition_time = now();
+        }
+        c.status = value.to_string();
+        c.reason = reason.to_string();
+        c.message = message;
+        c.observed_generation = generation;
+        return changed;
+    }
+    status.conditions.push(Condition {
+        type_: type_.to_string(),
+        status: value.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now(),
+    });
+    true
+}
+
+/// Removes condition `type_`. Returns whether it was there.
+pub fn clear_condition(status: &mut ClusterScanTaskStatus, type_: &str) -> bool {
+    let before = status.conditions.len();
+    status.conditions.retain(|c| c.type_ != type_);
+    before != status.conditions.len()
+}
+
+pub fn condition<'a>(status: &'a ClusterScanTaskStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The phase of an object, `Pending` when unset.
+pub fn phase(obj: &ClusterScanTask) -> Phase {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or_default()
+}
+
+/// Builds a `LastError`, never longer than 1 KiB of message.
+pub fn last_error(
+    category: &str,
+    code: Option<&str>,
+    message: &str,
+    request_id: Option<&str>,
+) -> LastError {
+    LastError {
+        category: category.to_string(),
+        code: code.map(str::to_string),
+        message: message.chars().take(1024).collect(),
+        request_id: request_id.map(str::to_string),
+        time: Some(now()),
+    }
+}
+
+/// Writes `status` as the whole status of `obj` by server-side apply. With `precondition`, the
+/// write only succeeds if the object is still at the resourceVersion we read (a 409 otherwise).
+pub async fn write(
+    api: &Api<ClusterScanTask>,
+    obj: &ClusterScanTask,
+    status: &ClusterScanTaskStatus,
+    precondition: bool,
+) -> Result<ClusterScanTask, kube::Error> {
+    let mut metadata = serde_json::json!({ "name": obj.name_any() });
+    if precondition && let Some(rv) = obj.resource_version() {
+        metadata["resourceVersion"] = serde_json::Value::String(rv);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "hss.scanops.dev/v1alpha1",
+        "kind": "ClusterScanTask",
+        "metadata": metadata,
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_keep_transition_time_when_the_value_stays() {
+        let mut status = ClusterScanTaskStatus::default();
+        assert!(set_condition(
+            &mut status,
+            Some(1),
+            THROTTLED,
+            true,
+            "Waiting",
+            "a"
+        ));
+        let first = condition(&status, THROTTLED)
+            .expect("set")
+            .last_transition_time
+            .clone();
+        assert!(
+            !set_condition(&mut status, Some(1), THROTTLED, true, "Waiting", "a"),
+            "no change"
+        );
+        assert!(
+            set_condition(&mut status, Some(1), THROTTLED, true, "Waiting", "b"),
+            "message changed"
+        );
+        assert_eq!(
+            condition(&status, THROTTLED)
+                .expect("set")
+                .last_transition_time,
+            first
+        );
+        assert!(clear_condition(&mut status, THROTTLED));
+        assert!(condition(&status, THROTTLED).is_none());
+    }
+}

@@ -1,0 +1,276 @@
+//! Test harness: a real control plane (etcd + kube-apiserver, from scripts/control-plane.sh,
+//! one per test binary), the HSS simulator in-process, and the operator's real `run` code path.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use clap::Parser;
+use hss_operator::{
+    controller::{self, FailPoint, RunArgs},
+    crd::ClusterScanTask,
+};
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::PostParams,
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub operator_kubeconfig: PathBuf,
+}
+
+/// The control plane of this test binary: started on first use, stopped by a watchdog when
+/// the test process exits. Set `KUBECONFIG_TESTS` to use an existing cluster instead.
+pub fn control_plane() -> &'static ControlPlane {
+    static CP: OnceLock<ControlPlane> = OnceLock::new();
+    CP.get_or_init(|| {
+        if let Ok(kc) = std::env::var("KUBECONFIG_TESTS") {
+            let kc = PathBuf::from(kc);
+            return ControlPlane {
+                dir: PathBuf::new(),
+                kubeconfig: kc.clone(),
+                operator_kubeconfig: kc,
+            };
+        }
+        let exe = std::env::current_exe().expect("test binary path");
+        let name = exe
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("tests")
+            .to_string();
+        let dir = repo()
+            .join("target")
+            .join("control-planes")
+            .join(format!("{name}-{}", std::process::id()));
+        let script = repo().join("scripts/control-plane.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/control-plane.sh");
+        assert!(
+            status.success(),
+            "control plane failed to start; see {}",
+            dir.display()
+        );
+        // Stop it when this process goes away, however it ends.
+        let watchdog = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec bash '{script}' stop '{dir}'",
+            pid = std::process::id(),
+            script = script.display(),
+            dir = dir.display()
+        );
+        Command::new("setsid")
+            .args(["bash", "-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the control-plane watchdog");
+        ControlPlane {
+            kubeconfig: dir.join("kubeconfig"),
+            operator_kubeconfig: dir.join("kubeconfig-operator"),
+            dir,
+        }
+    })
+}
+
+pub async fn client_from(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    Client::try_from(config).expect("client")
+}
+
+/// An admin client on this binary's control plane, with the CRDs installed.
+pub async fn admin() -> Client {
+    let cp = control_plane();
+    let client = client_from(&cp.kubeconfig).await;
+    install_crds(&client).await;
+    client
+}
+
+/// Applies crds/*.yaml (idempotent) and waits until they are established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(repo().join("crds/crds.yaml")).expect("crds/crds.yaml");
+    let docs: Vec<CustomResourceDefinition> =
+        serde_saphyr::from_str_multiple(&text).expect("CRD YAML parses");
+    for crd in docs {
+        let name = crd.metadata.name.clone().expect("CRD name");
+        // Create or replace rather than server-side apply: a 1.20 server does not know
+        // x-kubernetes-validations and refuses it in a typed (SSA) patch, but drops it on create.
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let mut crd = crd.clone();
+                crd.metadata.resource_version = crds
+                    .get(&name)
+                    .await
+                    .expect("get CRD")
+                    .metadata
+                    .resource_version;
+                crds.replace(&name, &PostParams::default(), &crd)
+                    .await
+                    .expect("replace CRD");
+            }
+            Err(e) => panic!("create CRD {name}: {e}"),
+        }
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established in time")
+        .expect("watch CRD");
+    }
+}
+
+/// A fresh namespace for one test.
+pub async fn namespace(client: &Client, name: &str) -> String {
+    let ns = format!("{name}-{}", std::process::id() % 100_000);
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("namespace");
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {ns}: {e}"),
+    }
+    ns
+}
+
+#[derive(Parser)]
+struct RunCli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Operator flags for a simulator at `base_url`, watching `ns`. `extra` are appended.
+pub fn run_args(base_url: &str, ns: &str, extra: &[&str]) -> RunArgs {
+    let mut argv = vec![
+        "run",
+        "--endpoint",
+        base_url,
+        "--project-id",
+        "proj",
+        "--access-key",
+        "AKSIM",
+        "--secret-key",
+        "SKSIM",
+        "--namespace",
+        ns,
+        "--poll-interval",
+        "1s",
+        "--budget-per-minute",
+        "0",
+        "--cleanup-timeout",
+        "10s",
+    ];
+    argv.extend_from_slice(extra);
+    RunCli::parse_from(argv).run
+}
+
+/// The operator's `run` in a task of this runtime.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    pub fn start(client: Client, args: RunArgs, fail_point: Option<FailPoint>) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            controller::run_with(args, client, fail_point, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("operator runs");
+        });
+        Self {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Graceful stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
+    }
+
+    /// As if the process died: no cleanup, in-memory state lost.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+pub fn scan(name: &str, spec: serde_json::Value) -> ClusterScanTask {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "hss.scanops.dev/v1alpha1",
+        "kind": "ClusterScanTask",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("valid ClusterScanTask")
+}
+
+pub fn cluster_scan(name: &str) -> ClusterScanTask {
+    scan(
+        name,
+        serde_json::json!({"taskType": "cluster_scan", "clusterScan": {"scanTypes": ["cluster_vul", "benchmark"], "rangeType": "all_cluster"}}),
+    )
+}
+
+/// Waits until `cond` holds for the object, up to `secs` seconds.
+pub async fn wait_for(
+    api: &Api<ClusterScanTask>,
+    name: &str,
+    secs: u64,
+    cond: impl Fn(&ClusterScanTask) -> bool,
+) -> ClusterScanTask {
+    let done = tokio::time::timeout(
+        Duration::from_secs(secs),
+        await_condition(api.clone(), name, move |o: Option<&ClusterScanTask>| {
+            o.is_some_and(&cond)
+        }),
+    )
+    .await;
+    match done {
+        Ok(Ok(Some(obj))) => obj,
+        other => {
+            let now = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "condition on {name} not reached in {secs}s ({:?}); object now: {}",
+                other.map(|_| ()),
+                serde_json::to_string_pretty(&now).unwrap_or_default()
+            )
+        }
+    }
+}
+
+pub fn phase(o: &ClusterScanTask) -> Option<hss_operator::crd::Phase> {
+    o.status.as_ref().and_then(|s| s.phase)
+}
