@@ -268,7 +268,7 @@ async fn resolve_ambiguous(
     const MAX_LOOKUP_FAILURES: u32 = 5;
     let mut failures = 0;
     loop {
-        match resolve::lookup(client, req, started_at, &HashSet::new()).await {
+        match resolve::lookup(client, req, started_at, &HashSet::new(), resolve::SETTLE).await {
             Ok(Lookup::Candidates(c)) if c.len() == 1 => return Ok(Some(c[0].task_id.clone())),
             Ok(Lookup::Candidates(c)) => {
                 return Err(Error::Unresolved {

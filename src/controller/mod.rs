@@ -74,6 +74,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub cleanup_timeout: Duration,
 
+    /// How old an attempt must be before a lookup that finds no task is trusted.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lookup_settle: Duration,
+
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
@@ -138,7 +142,8 @@ pub struct Context {
     store: Store<ClusterScanTask>,
     /// Task ids HSS returned (or lookups found) whose status write has not landed yet, by uid.
     pending_ids: Mutex<HashMap<String, String>>,
-    pub(crate) adopt_lock: tokio::sync::Mutex<()>,
+    /// POSTs hold it shared, lookups exclusively (see `submit`).
+    pub(crate) post_gate: tokio::sync::RwLock<()>,
     fail_point: Option<FailPoint>,
     /// Consecutive reconcile failures per object, for error_policy backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -529,7 +534,12 @@ async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Err
         let hss = ctx.hss_for(&obj).await.ok()?.ok()?;
         let started = started.as_ref()?.0.as_millisecond();
         loop {
-            match resolve::lookup(&hss, &req, started, &ctx.claimed_task_ids(&obj)).await {
+            let claimed = ctx.claimed_task_ids(&obj);
+            let found = {
+                let _guard = ctx.post_gate.write().await;
+                resolve::lookup(&hss, &req, started, &claimed, ctx.args.lookup_settle).await
+            };
+            match found {
                 Ok(resolve::Lookup::Candidates(c)) => return Some(Some(c[0].task_id.clone())),
                 Ok(resolve::Lookup::NotFound) => return Some(None),
                 Ok(resolve::Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
@@ -625,19 +635,13 @@ pub async fn run_with(
         clients: Mutex::default(),
         store: store.clone(),
         pending_ids: Mutex::default(),
-        adopt_lock: tokio::sync::Mutex::new(()),
+        post_gate: tokio::sync::RwLock::new(()),
         fail_point,
         failures: Mutex::default(),
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut poller_stop = stop_rx.clone();
-    let poller_task = tokio::spawn(poller.run(async move {
-        let _ = poller_stop.wait_for(|s| *s).await;
-    }));
     let secret_store = store.clone();
-    let mut controller_stop = stop_rx;
-    controller
+    let controller = controller
         .watches(
             secrets,
             watcher::Config::default().any_semantic(),
@@ -669,11 +673,13 @@ pub async fn run_with(
                 Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile error"),
             }
-        })
-        .await;
-    let _ = stop_tx.send(true);
-    let _ = controller_stop.borrow_and_update();
-    let _ = poller_task.await;
+        });
+    // One future: the poller ends with the controller, and dropping this future (a crash in
+    // tests) stops both.
+    tokio::select! {
+        _ = controller => {}
+        _ = poller.run(futures::future::pending::<()>()) => {}
+    }
     Ok(())
 }
 

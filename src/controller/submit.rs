@@ -22,7 +22,7 @@
 //!    point above) is resolved by ListTasks: tasks of the same type and scan types, created
 //!    manually within `[startedAt - skew, now + skew]`, minus the task ids other objects
 //!    already own, confirmed by cluster set where needed. A candidate is adopted; "none" is
-//!    trusted only once the attempt is older than [`resolve::SETTLE`], and then the object goes
+//!    trusted only once the attempt is older than `--lookup-settle`, and then the object goes
 //!    back to `Pending` to be submitted again.
 //! 6. Backoff state (attempt count, last attempt time) lives in status, so restarts keep it.
 //!
@@ -33,14 +33,14 @@
 //! - A task id HSS returned is written to status before the object leaves `Submitting`; if
 //!   that write fails, the id is kept in memory and written on the next reconcile without
 //!   another POST or lookup.
-//! - Two unresolved objects never adopt the same task: adoptions are serialised in the
-//!   process and task ids owned by any object (in the cache, or claimed but not yet written)
-//!   are excluded.
+//! - Two unresolved objects never adopt the same task: lookups are serialised in the process,
+//!   run only while no POST is in flight, and exclude task ids owned by any object (in the
+//!   cache, or returned by HSS but not yet written).
 //!
 //! # Assumptions
 //! - One writer: a single replica (or the leader) reconciles.
 //! - HSS's clock and ours differ by less than [`resolve::CLOCK_SKEW`]; HSS lists a new task
-//!   within [`resolve::SETTLE`].
+//!   within `--lookup-settle` (default [`resolve::SETTLE`]).
 //!
 //! # Caveats
 //! - A task someone else created with the same credentials, type and scan types within the
@@ -162,15 +162,21 @@ pub(super) async fn submit(
     ctx.fail_point(Step::AfterRecord, &obj).await;
 
     tracing::info!(attempt = %attempt_id, "sending CreateTask");
-    let result = hss.create_task(permit, req).await;
+    let result = {
+        // Lookups wait for POSTs in flight, so a task created by a POST whose answer is on its
+        // way is already remembered (and excluded) when a lookup runs.
+        let _in_flight = ctx.post_gate.read().await;
+        let result = hss.create_task(permit, req).await;
+        if let Ok(resp) = &result {
+            ctx.remember_task_id(&obj, &resp.task_id);
+        }
+        result
+    };
     ctx.fail_point(Step::AfterPost, &obj).await;
     ctx.metrics_hss_call(HssApi::CreateTask, &result);
 
     match result {
-        Ok(resp) => {
-            ctx.remember_task_id(&obj, &resp.task_id);
-            record_task_id(&api, &recorded, ctx, hss, &resp.task_id, "Response").await
-        }
+        Ok(resp) => record_task_id(&api, &recorded, ctx, hss, &resp.task_id, "Response").await,
         Err(err) => {
             let mut st = current_status(&recorded);
             st.last_error = Some(status::last_error(
@@ -348,10 +354,12 @@ pub(super) async fn resolve_attempt(
         // A Submitting record without a start time cannot be searched; treat as not sent.
         return back_to_pending(&api, &obj, ctx, "NotFound").await;
     };
-    // Adoptions are serialised so two objects never take the same candidate.
-    let _guard = ctx.adopt_lock.lock().await;
+    // Adoptions are serialised, and wait for POSTs in flight, so two objects never take the
+    // same candidate and no lookup mistakes another object's fresh task for its own.
+    let _guard = ctx.post_gate.write().await;
     let claimed: HashSet<String> = ctx.claimed_task_ids(&obj);
-    let lookup = resolve::lookup(hss, req, millis(&started), &claimed).await;
+    let lookup =
+        resolve::lookup(hss, req, millis(&started), &claimed, ctx.args.lookup_settle).await;
     match lookup {
         Ok(Lookup::Candidates(candidates)) => {
             let task_id = candidates[0].task_id.clone();

@@ -28,7 +28,7 @@ use super::{
 
 /// Window before the attempt's start that is still searched.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
-/// How long after an attempt started a ListTasks "not found" is trusted.
+/// How long after an attempt started a ListTasks "not found" is trusted (default).
 pub const SETTLE: Duration = Duration::from_secs(30);
 /// At most this many pages are read for one lookup.
 pub const MAX_PAGES: u32 = 10;
@@ -88,12 +88,14 @@ pub fn could_be(task: &TaskInfo, req: &CreateTaskRequest) -> bool {
 }
 
 /// Looks for the task an attempt of `req` (started at `started_at_ms`, epoch ms) may have
-/// created. `claimed` holds task ids already owned by other attempts.
+/// created. `claimed` holds task ids already owned by other attempts; "not found" is only
+/// trusted once the attempt is `settle` old.
 pub async fn lookup(
     client: &HssClient,
     req: &CreateTaskRequest,
     started_at_ms: i64,
     claimed: &HashSet<String>,
+    settle: Duration,
 ) -> Result<Lookup, Error> {
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let filter = lookup_filter(req, started_at_ms, now_ms);
@@ -143,8 +145,8 @@ pub async fn lookup(
         return Ok(Lookup::Candidates(candidates));
     }
     let age = Duration::from_millis(u64::try_from(now_ms - started_at_ms).unwrap_or(0));
-    if age < SETTLE {
-        Ok(Lookup::TooEarly(SETTLE - age))
+    if age < settle {
+        Ok(Lookup::TooEarly(settle - age))
     } else {
         Ok(Lookup::NotFound)
     }
