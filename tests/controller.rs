@@ -25,7 +25,29 @@ async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<String> 
         .collect()
 }
 
-/// How many HSS tasks each body-identical... rather: tasks per object are matched by order.
+/// Waits until an Event with `reason` regarding `name` exists (Events are published after the
+/// status write they describe).
+async fn await_event(client: &kube::Client, ns: &str, name: &str, reason: &str) {
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if events_for(client, ns, name)
+                .await
+                .iter()
+                .any(|r| r == reason)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "no {reason} Event for {name}: {:?}",
+        events_for(client, ns, name).await
+    );
+}
+
 fn tasks_created(sim: &Simulator) -> usize {
     sim.created_tasks().len()
 }
@@ -268,4 +290,316 @@ async fn a_crash_at_each_protocol_step_never_creates_a_second_task() {
         );
     }
     assert_one_task_per_object(&api, &sim, 3).await;
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Secret {
+    let string_data: std::collections::BTreeMap<String, String> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name}, "stringData": string_data}),
+    )
+    .expect("secret")
+}
+
+fn with_secret(mut obj: ClusterScanTask, secret: &str) -> ClusterScanTask {
+    obj.spec.credentials_secret_ref = Some(hss_operator::crd::cluster_scan_task::SecretRef {
+        name: secret.into(),
+    });
+    obj
+}
+
+fn condition(o: &ClusterScanTask, type_: &str) -> Option<(String, String)> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn bad_secret_bad_spec_and_hss_rejection_get_clear_conditions_and_no_retry_storm() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = admin().await;
+    let ns = namespace(&client, "bad-input").await;
+    let sim = Simulator::start(SimConfig {
+        project_ids: vec!["proj".into()],
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let op = Operator::start(client.clone(), run_args(&sim.base_url(), &ns, &[]), None);
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+
+    // A missing Secret: condition and Event; creating it lets the scan proceed.
+    api.create(
+        &PostParams::default(),
+        &with_secret(cluster_scan("needs-secret"), "hss-creds"),
+    )
+    .await
+    .expect("create");
+    wait_for(&api, "needs-secret", 30, |o| {
+        condition(o, "CredentialsReady") == Some(("False".into(), "SecretNotFound".into()))
+    })
+    .await;
+    await_event(&client, &ns, "needs-secret", "SecretNotFound").await;
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "hss-creds",
+                &[("accessKey", "AKSIM"), ("secretKey", "SKSIM")],
+            ),
+        )
+        .await
+        .expect("secret");
+    wait_for(&api, "needs-secret", 60, |o| {
+        phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+
+    // A wrong secret key: one 401, then Failed; never retried (HSS locks AK/SKs).
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "wrong-creds",
+                &[("accessKey", "AKSIM"), ("secretKey", "not-the-key")],
+            ),
+        )
+        .await
+        .expect("secret");
+    api.create(
+        &PostParams::default(),
+        &with_secret(cluster_scan("wrong-key"), "wrong-creds"),
+    )
+    .await
+    .expect("create");
+    let failed = wait_for(&api, "wrong-key", 30, |o| phase(o) == Some(Phase::Failed)).await;
+    assert_eq!(
+        condition(&failed, "CredentialsReady").map(|c| c.1),
+        Some("AuthenticationFailed".into())
+    );
+    let last = failed
+        .status
+        .as_ref()
+        .and_then(|s| s.last_error.clone())
+        .expect("lastError");
+    assert_eq!(last.code.as_deref(), Some("APIGW.0301"));
+    assert!(
+        last.request_id.is_some(),
+        "request id recorded for support cases"
+    );
+    // A malformed Secret (keys missing) is a condition too, with no HSS call.
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("empty-creds", &[("accessKey", "AKSIM")]),
+        )
+        .await
+        .expect("secret");
+    api.create(
+        &PostParams::default(),
+        &with_secret(cluster_scan("malformed-secret"), "empty-creds"),
+    )
+    .await
+    .expect("create");
+    wait_for(&api, "malformed-secret", 30, |o| {
+        condition(o, "CredentialsReady") == Some(("False".into(), "SecretInvalid".into()))
+    })
+    .await;
+
+    // An invalid spec admitted by a server without CEL: Failed, no HSS call.
+    let invalid = scan(
+        "bad-spec",
+        serde_json::json!({"taskType": "cluster_scan", "clusterScan": {"scanTypes": ["benchmark"], "rangeType": "specific_cluster", "clusterIds": []}}),
+    );
+    api.create(&PostParams::default(), &invalid)
+        .await
+        .expect("1.20 admits it: no CEL");
+    let bad = wait_for(&api, "bad-spec", 30, |o| phase(o) == Some(Phase::Failed)).await;
+    assert_eq!(
+        condition(&bad, "Failed").map(|c| c.1),
+        Some("InvalidSpec".into())
+    );
+    await_event(&client, &ns, "bad-spec", "InvalidSpec").await;
+
+    // HSS rejects the request (a project HSS does not know): Failed with the HSS error.
+    let mut other = cluster_scan("other-project");
+    other.spec.project_id = Some("unknown-project".into());
+    api.create(&PostParams::default(), &other)
+        .await
+        .expect("create");
+    let rejected = wait_for(&api, "other-project", 30, |o| {
+        phase(o) == Some(Phase::Failed)
+    })
+    .await;
+    assert!(
+        rejected
+            .status
+            .as_ref()
+            .and_then(|s| s.last_error.as_ref())
+            .and_then(|e| e.code.clone())
+            .is_some()
+    );
+
+    // No retry storm: the rejected and failed objects stay at one call each while others run.
+    let before = sim.calls();
+    api.create(&PostParams::default(), &cluster_scan("after"))
+        .await
+        .expect("create");
+    wait_for(&api, "after", 60, |o| phase(o) == Some(Phase::Succeeded)).await;
+    let after = sim.calls();
+    let unauthorized = |calls: &std::collections::BTreeMap<(String, u16), u64>| {
+        calls
+            .get(&("CreateTask".to_string(), 401))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        unauthorized(&before),
+        1,
+        "exactly one signature failure: {before:?}"
+    );
+    assert_eq!(unauthorized(&after), 1, "and never a second one: {after:?}");
+    assert_eq!(
+        sim.created_tasks().len(),
+        2,
+        "only the two valid scans created tasks"
+    );
+    op.stop().await;
+}
+
+async fn delete_and_await_gone(api: &Api<ClusterScanTask>, name: &str, secs: u64) {
+    let uid = api
+        .get(name)
+        .await
+        .expect("exists")
+        .uid()
+        .unwrap_or_default();
+    api.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::timeout(
+        Duration::from_secs(secs),
+        kube::runtime::wait::await_condition(
+            api.clone(),
+            name,
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} still present {secs}s after deletion (stuck finalizer?)"))
+    .expect("watch");
+}
+
+#[tokio::test]
+async fn deletion_in_every_phase_lets_go_and_submits_nothing_afterwards() {
+    let client = admin().await;
+    let ns = namespace(&client, "deletion").await;
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    // Tasks stay running, so objects can be deleted mid-flight.
+    let sim = Simulator::start(SimConfig {
+        finish_after: Duration::from_secs(600),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let op = Operator::start(
+        client.clone(),
+        run_args(
+            &sim.base_url(),
+            &ns,
+            &["--cleanup-timeout", "5s", "--lookup-settle", "60s"],
+        ),
+        None,
+    );
+
+    // Running: the finalizer goes at once; HSS cannot cancel the task, nothing else happens.
+    api.create(&PostParams::default(), &cluster_scan("running"))
+        .await
+        .expect("create");
+    wait_for(&api, "running", 30, |o| {
+        matches!(phase(o), Some(Phase::Submitted | Phase::Running))
+    })
+    .await;
+    delete_and_await_gone(&api, "running", 15).await;
+
+    // Submitting with HSS unable to answer lookups: bounded wait, a Warning Event, then gone.
+    sim.add_fault(
+        HssApi::CreateTask,
+        FaultPlan {
+            kind: FaultKind::CommitThenDrop,
+            probability: 1.0,
+            remaining: Some(1),
+        },
+    );
+    sim.add_fault(
+        HssApi::ListTasks,
+        FaultPlan {
+            kind: FaultKind::ServerError,
+            probability: 1.0,
+            remaining: None,
+        },
+    );
+    api.create(&PostParams::default(), &cluster_scan("submitting"))
+        .await
+        .expect("create");
+    wait_for(&api, "submitting", 30, |o| {
+        phase(o) == Some(Phase::Submitting)
+            && o.status.as_ref().is_some_and(|s| s.last_error.is_some())
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    delete_and_await_gone(&api, "submitting", 30).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "cleanup is bounded by --cleanup-timeout"
+    );
+    await_event(&client, &ns, "submitting", "DeletedUnresolved").await;
+    assert_eq!(
+        tasks_created(&sim),
+        2,
+        "the dropped attempt did create a task; no other was made"
+    );
+    let posts = sim.call_count(HssApi::CreateTask, None);
+    op.stop().await;
+
+    // HSS unreachable altogether: Pending objects are deleted without delay and never posted.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let dead = format!("http://{closed}");
+    let op = Operator::start(client.clone(), run_args(&dead, &ns, &[]), None);
+    api.create(&PostParams::default(), &cluster_scan("unreachable"))
+        .await
+        .expect("create");
+    let pending = wait_for(&api, "unreachable", 30, |o| {
+        o.status.as_ref().is_some_and(|s| s.last_error.is_some())
+    })
+    .await;
+    assert_eq!(
+        phase(&pending),
+        Some(Phase::Pending),
+        "connection refused means not sent: back to Pending"
+    );
+    assert_eq!(
+        pending
+            .status
+            .as_ref()
+            .and_then(|s| s.last_error.as_ref())
+            .map(|e| e.category.clone()),
+        Some("connect".into())
+    );
+    delete_and_await_gone(&api, "unreachable", 15).await;
+    op.stop().await;
+    assert_eq!(
+        sim.call_count(HssApi::CreateTask, None),
+        posts,
+        "nothing submitted after deletion began"
+    );
 }

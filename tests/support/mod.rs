@@ -71,20 +71,18 @@ pub fn control_plane() -> &'static ControlPlane {
             "control plane failed to start; see {}",
             dir.display()
         );
-        // Stop it when this process goes away, however it ends.
-        let watchdog = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec bash '{script}' stop '{dir}'",
-            pid = std::process::id(),
-            script = script.display(),
-            dir = dir.display()
-        );
-        Command::new("setsid")
-            .args(["bash", "-c", &watchdog])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        // Stop it when this process goes away, however it ends: a detached watchdog shell.
+        let status = Command::new("bash")
+            .args([
+                "-c",
+                r#"setsid bash -c 'while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 1; done; exec bash "$CP_SCRIPT" stop "$CP_DIR"' </dev/null >/dev/null 2>&1 &"#,
+            ])
+            .env("WATCH_PID", std::process::id().to_string())
+            .env("CP_SCRIPT", &script)
+            .env("CP_DIR", &dir)
+            .status()
             .expect("start the control-plane watchdog");
+        assert!(status.success(), "control-plane watchdog did not start");
         ControlPlane {
             kubeconfig: dir.join("kubeconfig"),
             operator_kubeconfig: dir.join("kubeconfig-operator"),
@@ -160,6 +158,7 @@ pub async fn namespace(client: &Client, name: &str) -> String {
 }
 
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct RunCli {
     #[command(flatten)]
     run: RunArgs,
