@@ -157,10 +157,12 @@ pub fn parse_manifest(text: &str) -> Result<ClusterScanTask, Error> {
             kind.unwrap_or("(none)")
         )]));
     }
-    let task: ClusterScanTask =
-        serde_json::from_value(value).map_err(|e| Error::Parse(e.to_string()))?;
+    let task: ClusterScanTask = serde_path_to_error::deserialize(value)
+        .map_err(|e| Error::Invalid(vec![format!("{}: {}", e.path(), e.inner())]))?;
     if let Err(errors) = task.validate_cel() {
-        return Err(Error::Invalid(vec![errors.to_string()]));
+        return Err(Error::Invalid(
+            errors.iter().map(|e| e.to_string()).collect(),
+        ));
     }
     task.spec.to_request().map_err(|e| Error::Invalid(e.0))?;
     Ok(task)

@@ -372,10 +372,10 @@ impl HssClient {
             reason: problems.join("; "),
         })?;
         let path = format!("/v5/{}/common/task", self.config.project_id);
-        let bytes = self
+        let answer = self
             .send(permit, api, "POST", &path, vec![], Some(sdk_json(req)))
             .await?;
-        decode(api, &bytes)
+        decode(api, answer)
     }
 
     /// One page of ListTasks. `limit` is clamped to HSS's 10..=200.
@@ -388,7 +388,7 @@ impl HssClient {
         let api = Api::ListTasks;
         let permit = self.acquire(api).await;
         let path = format!("/v5/{}/common/tasks/batch-query", self.config.project_id);
-        let bytes = self
+        let answer = self
             .send(
                 permit,
                 api,
@@ -398,7 +398,7 @@ impl HssClient {
                 Some(sdk_json(req)),
             )
             .await?;
-        decode(api, &bytes)
+        decode(api, answer)
     }
 
     /// Every task matching `req`, paged at 200, at most `max_pages` calls.
@@ -440,7 +440,7 @@ impl HssClient {
             "/v5/{}/common/tasks/{task_id}/resources/batch-query",
             self.config.project_id
         );
-        let bytes = self
+        let answer = self
             .send(
                 permit,
                 api,
@@ -450,7 +450,7 @@ impl HssClient {
                 Some(sdk_json(req)),
             )
             .await?;
-        decode(api, &bytes)
+        decode(api, answer)
     }
 
     /// RetryTask (cluster_scan only). HSS answers with an empty body.
@@ -476,8 +476,8 @@ impl HssClient {
         let permit = self.acquire(api).await;
         let path = format!("/v5/{}/common/task-statistics", self.config.project_id);
         let query = vec![("task_type".to_string(), task_type.as_str().to_string())];
-        let bytes = self.send(permit, api, "GET", &path, query, None).await?;
-        decode(api, &bytes)
+        let answer = self.send(permit, api, "GET", &path, query, None).await?;
+        decode(api, answer)
     }
 
     /// ListKubernetesClusterDetails: the way to check cluster ids.
@@ -494,13 +494,13 @@ impl HssClient {
         if let Some(name) = cluster_name {
             query.push(("cluster_name".into(), name.into()));
         }
-        let bytes = self.send(permit, api, "GET", &path, query, None).await?;
-        decode(api, &bytes)
+        let answer = self.send(permit, api, "GET", &path, query, None).await?;
+        decode(api, answer)
     }
 
     // ------------------------------------------------------------------ transport
 
-    /// Signs and sends one request, spending `permit`. Returns the body of a 2xx answer.
+    /// Signs and sends one request, spending `permit`. Returns a 2xx answer.
     async fn send(
         &self,
         permit: Permit,
@@ -509,7 +509,7 @@ impl HssClient {
         path: &str,
         mut query: Vec<(String, String)>,
         body: Option<Vec<u8>>,
-    ) -> Result<Bytes, Error> {
+    ) -> Result<Answer, Error> {
         debug_assert_eq!(permit.key().api, api, "permit drawn for another API");
         drop(permit);
         if let Some(ep) = &self.config.enterprise_project_id {
@@ -604,7 +604,11 @@ impl HssClient {
             .map(Duration::from_secs);
         let bytes = read_limited(api, resp).await?;
         if (200..300).contains(&status) {
-            return Ok(bytes);
+            return Ok(Answer {
+                status,
+                request_id,
+                body: bytes,
+            });
         }
         let err_body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
         if status == 429 {
@@ -662,11 +666,18 @@ async fn read_limited(api: Api, mut resp: reqwest::Response) -> Result<Bytes, Er
     Ok(Bytes::from(buf))
 }
 
-fn decode<T: DeserializeOwned>(api: Api, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Decode {
+/// A 2xx answer.
+struct Answer {
+    status: u16,
+    request_id: Option<String>,
+    body: Bytes,
+}
+
+fn decode<T: DeserializeOwned>(api: Api, answer: Answer) -> Result<T, Error> {
+    serde_json::from_slice(&answer.body).map_err(|source| Error::Decode {
         api,
-        status: 200,
-        request_id: None,
+        status: answer.status,
+        request_id: answer.request_id,
         source,
     })
 }
