@@ -8,7 +8,7 @@ use crate::hss::{
     client::ClientConfig,
 };
 
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct HssArgs {
     /// Huawei Cloud region, e.g. cn-north-4 (selects https://hss.<region>.myhuaweicloud.com).
     #[arg(long, env = "HSS_REGION")]
@@ -45,6 +45,11 @@ pub struct HssArgs {
     /// Calls per minute per API and credential (HSS allows 5); 0 disables client-side limiting.
     #[arg(long, env = "HSS_BUDGET_PER_MINUTE", default_value_t = DEFAULT_PER_MINUTE)]
     pub budget_per_minute: u32,
+
+    /// The budget's window (HSS: one minute). Shorter windows only make sense against a
+    /// simulator scaled the same way (`simulate-hss --throttle-window`).
+    #[arg(long, env = "HSS_BUDGET_WINDOW", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
+    pub budget_window: Duration,
 
     /// Per-request timeout.
     #[arg(long = "hss-timeout", env = "HSS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -154,7 +159,7 @@ impl HssArgs {
     }
 
     pub fn budget(&self) -> Budget {
-        Budget::per_minute(self.budget_per_minute)
+        Budget::per_window(self.budget_per_minute, self.budget_window)
     }
 
     /// A client for these settings.

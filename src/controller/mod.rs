@@ -56,9 +56,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub hss: HssArgs,
 
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag or separate with commas; default: all).
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
 
     /// Default credentials from a Secret, as NAMESPACE/NAME (keys accessKey, secretKey,
     /// optional securityToken, or authToken), used when a ClusterScanTask names none and no
@@ -139,8 +139,10 @@ pub struct Context {
     pub budget: Budget,
     http: reqwest::Client,
     clients: Mutex<HashMap<String, HssClient>>,
-    store: Store<ClusterScanTask>,
-    /// Task ids HSS returned (or lookups found) whose status write has not landed yet, by uid.
+    /// One cache per watched scope.
+    stores: Vec<Store<ClusterScanTask>>,
+    /// Task ids HSS returned (or lookups found), by object uid, kept until the object is
+    /// deleted: the status write may not have landed, or not reached the cache yet.
     pending_ids: Mutex<HashMap<String, String>>,
     /// POSTs hold it shared, lookups exclusively (see `submit`).
     pub(crate) post_gate: tokio::sync::RwLock<()>,
@@ -186,9 +188,9 @@ impl Context {
     pub(crate) fn claimed_task_ids(&self, obj: &ClusterScanTask) -> HashSet<String> {
         let me = Self::uid(obj);
         let mut ids: HashSet<String> = self
-            .store
-            .state()
+            .stores
             .iter()
+            .flat_map(|store| store.state())
             .filter(|o| Self::uid(o) != me)
             .filter_map(|o| o.status.as_ref()?.task_id.clone())
             .collect();
@@ -512,6 +514,8 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
 
 /// Deletion: resolve an in-flight attempt (bounded), record what is known, let go.
 async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
+    let remembered = ctx.remembered_task_id(&obj);
+    ctx.forget_task_id(&obj);
     if let Some(id) = obj.status.as_ref().and_then(|s| s.task_id.as_deref()) {
         ctx.poller.untrack(id);
         return Ok(Action::await_change());
@@ -519,8 +523,7 @@ async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Err
     if status::phase(&obj) != Phase::Submitting {
         return Ok(Action::await_change());
     }
-    if let Some(task_id) = ctx.remembered_task_id(&obj) {
-        ctx.forget_task_id(&obj);
+    if let Some(task_id) = remembered {
         ctx.event(&obj, events::normal("DeletedWithTask", "Delete", &format!("deleted; HSS task {task_id} was created for it and keeps running (HSS cannot cancel tasks)"))).await;
         return Ok(Action::await_change());
     }
@@ -587,20 +590,18 @@ fn error_policy(obj: Arc<ClusterScanTask>, err: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(submit::backoff(n))
 }
 
-/// Builds the context and runs the controller and the poller until `shutdown` resolves.
+/// Builds the context and runs the controllers (one per watched namespace, or one for all)
+/// and the poller until `shutdown` resolves.
 pub async fn run_with(
     args: RunArgs,
     kube: Client,
     fail_point: Option<FailPoint>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let api: Api<ClusterScanTask> = match &args.namespace {
-        Some(ns) => Api::namespaced(kube.clone(), ns),
-        None => Api::all(kube.clone()),
-    };
-    let secrets: Api<Secret> = match &args.namespace {
-        Some(ns) => Api::namespaced(kube.clone(), ns),
-        None => Api::all(kube.clone()),
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
     };
     let (poller, poll_triggers) = Poller::new(args.poll_interval);
     let budget = args.hss.budget();
@@ -617,8 +618,16 @@ pub async fn run_with(
     )
     .map_err(Error::Hss)?;
     let wc = watcher::Config::default().any_semantic();
-    let controller = Controller::new(api, wc.clone());
-    let store = controller.store();
+    let controllers: Vec<(Option<String>, Controller<ClusterScanTask>)> = scopes
+        .into_iter()
+        .map(|ns| {
+            let api: Api<ClusterScanTask> = match &ns {
+                Some(ns) => Api::namespaced(kube.clone(), ns),
+                None => Api::all(kube.clone()),
+            };
+            (ns, Controller::new(api, wc.clone()))
+        })
+        .collect();
     let ctx = Arc::new(Context {
         kube: kube.clone(),
         recorder: Recorder::new(
@@ -633,52 +642,77 @@ pub async fn run_with(
         budget,
         http,
         clients: Mutex::default(),
-        store: store.clone(),
+        stores: controllers.iter().map(|(_, c)| c.store()).collect(),
         pending_ids: Mutex::default(),
         post_gate: tokio::sync::RwLock::new(()),
         fail_point,
         failures: Mutex::default(),
     });
 
-    let secret_store = store.clone();
-    let controller = controller
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |secret: Secret| {
-                let (ns, name) = (secret.namespace(), secret.name_any());
-                secret_store
-                    .state()
-                    .into_iter()
-                    .filter(|o| {
-                        o.namespace() == ns
-                            && o.spec
-                                .credentials_secret_ref
-                                .as_ref()
-                                .is_some_and(|r| r.name == name)
-                            && !status::phase(o).is_final()
-                    })
-                    .map(|o| ObjectRef::from(o.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .reconcile_on(poll_triggers)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.args.concurrency))
-        .graceful_shutdown_on(async move {
-            shutdown.await;
-        })
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile error"),
-            }
-        });
-    // One future: the poller ends with the controller, and dropping this future (a crash in
-    // tests) stops both.
+    // The poller's triggers go to the controller of the object's namespace.
+    let mut routes: HashMap<
+        Option<String>,
+        futures::channel::mpsc::UnboundedSender<ObjectRef<ClusterScanTask>>,
+    > = HashMap::new();
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let mut runs = Vec::new();
+    for (ns, controller) in controllers {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        routes.insert(ns.clone(), tx);
+        let secrets: Api<Secret> = match &ns {
+            Some(ns) => Api::namespaced(kube.clone(), ns),
+            None => Api::all(kube.clone()),
+        };
+        let store = controller.store();
+        let stop = shutdown.clone();
+        let run = controller
+            .watches(
+                secrets,
+                watcher::Config::default().any_semantic(),
+                move |secret: Secret| {
+                    let (ns, name) = (secret.namespace(), secret.name_any());
+                    store
+                        .state()
+                        .into_iter()
+                        .filter(|o| {
+                            o.namespace() == ns
+                                && o.spec
+                                    .credentials_secret_ref
+                                    .as_ref()
+                                    .is_some_and(|r| r.name == name)
+                                && !status::phase(o).is_final()
+                        })
+                        .map(|o| ObjectRef::from(o.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .reconcile_on(rx)
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(ctx.args.concurrency),
+            )
+            .graceful_shutdown_on(stop)
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                    Err(e) => tracing::debug!(error = %e, "reconcile error"),
+                }
+            });
+        runs.push(run);
+    }
+    let router = poll_triggers.for_each(move |obj: ObjectRef<ClusterScanTask>| {
+        let route = routes.get(&obj.namespace).or_else(|| routes.get(&None));
+        if let Some(tx) = route {
+            let _ = tx.unbounded_send(obj);
+        }
+        futures::future::ready(())
+    });
+    // One future: the poller and router end with the controllers, and dropping this future (a
+    // crash in tests) stops everything.
     tokio::select! {
-        _ = controller => {}
+        _ = futures::future::join_all(runs) => {}
         _ = poller.run(futures::future::pending::<()>()) => {}
+        _ = router => {}
     }
     Ok(())
 }

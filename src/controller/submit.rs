@@ -35,7 +35,8 @@
 //!   another POST or lookup.
 //! - Two unresolved objects never adopt the same task: lookups are serialised in the process,
 //!   run only while no POST is in flight, and exclude task ids owned by any object (in the
-//!   cache, or returned by HSS but not yet written).
+//!   cache, or remembered in memory from the moment HSS returned them until the object is
+//!   deleted, because the cache can lag behind a status write).
 //!
 //! # Assumptions
 //! - One writer: a single replica (or the leader) reconciles.
@@ -316,10 +317,11 @@ pub(super) async fn record_task_id(
         message.clone(),
     );
     st.observed_generation = generation;
+    // The id stays remembered until deletion: the cache may not show this write yet, and a
+    // lookup for another object must not take the same task in the meantime.
     let written = status::write(api, obj, &st, false)
         .await
         .map_err(Error::WriteStatus)?;
-    ctx.forget_task_id(obj);
     ctx.event(&written, events::normal(reason, "Submit", &message))
         .await;
     let created = st

@@ -114,8 +114,15 @@ impl std::fmt::Debug for Budget {
 impl Budget {
     /// A budget of `per_minute` calls per key; 0 turns limiting off (simulators, benchmarks).
     pub fn per_minute(per_minute: u32) -> Self {
-        let period =
-            NonZeroU32::new(per_minute).map(|n| Duration::from_secs(60) / n.get() + SAFETY_MARGIN);
+        Self::per_window(per_minute, Duration::from_secs(60))
+    }
+
+    /// `n` calls per `window` per key. Windows other than a minute exist for time-scaled
+    /// tests and benchmarks (the simulator's limit can be scaled the same way); the safety
+    /// margin scales with the window.
+    pub fn per_window(n: u32, window: Duration) -> Self {
+        let margin = SAFETY_MARGIN.mul_f64(window.as_secs_f64() / 60.0);
+        let period = NonZeroU32::new(n).map(|n| window / n.get() + margin);
         Self {
             inner: Arc::new(Inner {
                 period,
@@ -242,6 +249,12 @@ mod tests {
                 .count();
             assert!(in_window <= 5, "window at {t:?} holds {in_window}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scaled_window_scales_spacing_and_margin_alike() {
+        let budget = Budget::per_window(5, Duration::from_secs(6));
+        assert_eq!(budget.period(), Some(Duration::from_millis(1200 + 25)));
     }
 
     #[tokio::test(start_paused = true)]

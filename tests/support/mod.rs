@@ -107,8 +107,13 @@ pub async fn admin() -> Client {
     client
 }
 
-/// Applies crds/*.yaml (idempotent) and waits until they are established.
+/// Applies crds/*.yaml (once per test binary) and waits until they are established.
 pub async fn install_crds(client: &Client) {
+    static INSTALLED: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let mut installed = INSTALLED.lock().await;
+    if *installed {
+        return;
+    }
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let text = std::fs::read_to_string(repo().join("crds/crds.yaml")).expect("crds/crds.yaml");
     let docs: Vec<CustomResourceDefinition> =
