@@ -603,3 +603,95 @@ async fn deletion_in_every_phase_lets_go_and_submits_nothing_afterwards() {
         "nothing submitted after deletion began"
     );
 }
+
+#[tokio::test]
+async fn failed_clusters_are_retried_as_allowed_then_reported_partially_failed() {
+    let client = admin().await;
+    let ns = namespace(&client, "retry").await;
+    let sim = Simulator::start(SimConfig {
+        fail_clusters: vec!["cce-sim-0002".into()],
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let op = Operator::start(client.clone(), run_args(&sim.base_url(), &ns, &[]), None);
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let mut obj = cluster_scan("flaky");
+    obj.spec.retry_failed_clusters = Some(1);
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+
+    let done = wait_for(&api, "flaky", 60, |o| {
+        phase(o) == Some(Phase::PartiallyFailed)
+    })
+    .await;
+    let status = done.status.clone().expect("status");
+    assert_eq!(status.retries, Some(1), "one RetryTask, as allowed");
+    assert_eq!(sim.call_count(HssApi::RetryTask, None), 1);
+    assert_eq!(
+        status.results.first().map(|r| r.id.as_str()),
+        Some("cce-sim-0002"),
+        "failed clusters first"
+    );
+    assert!(
+        status.results[0]
+            .failures
+            .iter()
+            .all(|f| f.reason.is_some()),
+        "HSS's reasons are kept"
+    );
+    assert!(status.results[1..].iter().all(|r| r.status == "success"));
+    assert_eq!(
+        condition(&done, "Complete"),
+        Some(("True".into(), "PartiallyFailed".into()))
+    );
+    await_event(&client, &ns, "flaky", "Retried").await;
+    assert_eq!(sim.created_tasks().len(), 1, "a retry is not a new task");
+    op.stop().await;
+}
+
+/// CEL admission needs Kubernetes >= 1.25; the bundled 1.20 server ignores the rules (they are
+/// unit-tested with kube's `cel` feature). Point `KUBECONFIG_TESTS`, or `KUBE_APISERVER_BIN`
+/// and `ETCD_BIN`, at a newer server to run this for real.
+#[tokio::test]
+async fn admission_rejects_invalid_and_changed_specs_where_the_server_has_cel() {
+    let client = admin().await;
+    let version = client.apiserver_version().await.expect("version");
+    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
+    if version.major != "1" || minor < 25 {
+        eprintln!(
+            "skipped: API server {}.{} has no CEL validation",
+            version.major, version.minor
+        );
+        return;
+    }
+    let ns = namespace(&client, "cel").await;
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let invalid = scan(
+        "no-ids",
+        serde_json::json!({"taskType": "cluster_scan", "clusterScan": {"scanTypes": ["benchmark"], "rangeType": "specific_cluster"}}),
+    );
+    let err = api
+        .create(&PostParams::default(), &invalid)
+        .await
+        .expect_err("CEL refuses it");
+    assert!(
+        err.to_string()
+            .contains("clusterIds must list at least one cluster"),
+        "{err}"
+    );
+    api.create(&PostParams::default(), &cluster_scan("fixed"))
+        .await
+        .expect("valid");
+    let patch = serde_json::json!({"spec": {"clusterScan": {"scanTypes": ["cluster_vul"]}}});
+    let err = api
+        .patch(
+            "fixed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect_err("spec is immutable");
+    assert!(err.to_string().contains("immutable"), "{err}");
+}
