@@ -396,7 +396,8 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
         name = %obj.name_any(),
         task_id = obj.status.as_ref().and_then(|s| s.task_id.as_deref()).unwrap_or("")
     );
-    finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+    let uid = Context::uid(&obj);
+    let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,
             Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
@@ -404,7 +405,12 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
     })
     .instrument(span)
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        // A success ends the error_policy backoff streak.
+        ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+    }
+    result
 }
 
 async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
