@@ -695,3 +695,100 @@ async fn admission_rejects_invalid_and_changed_specs_where_the_server_has_cel() 
         .expect_err("spec is immutable");
     assert!(err.to_string().contains("immutable"), "{err}");
 }
+
+/// 200 objects through HSS's 5-per-minute limit, time-scaled (both the simulator's window and
+/// the operator's budget window are 2 s instead of 60 s; the logic is the same).
+#[tokio::test]
+async fn two_hundred_objects_under_the_rate_limit_cause_no_429_and_polling_does_not_grow_with_objects()
+ {
+    let client = admin().await;
+    let ns = namespace(&client, "budget").await;
+    let window = Duration::from_secs(2);
+    let sim = Simulator::start(SimConfig {
+        throttle_per_minute: 5,
+        throttle_window: window,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let op = Operator::start(
+        client.clone(),
+        run_args(
+            &sim.base_url(),
+            &ns,
+            &[
+                "--budget-per-minute",
+                "5",
+                "--budget-window",
+                "2s",
+                "--concurrency",
+                "32",
+            ],
+        ),
+        None,
+    );
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let started = tokio::time::Instant::now();
+    let n = 200;
+    for i in 0..n {
+        api.create(
+            &PostParams::default(),
+            &cluster_scan(&format!("bulk-{i:03}")),
+        )
+        .await
+        .expect("create");
+    }
+    wait_for(&api, "bulk-000", 60, |o| {
+        condition(o, "Throttled").is_some() || phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+    let throttled_seen = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .any(|o| condition(o, "Throttled").map(|c| c.0) == Some("True".into()));
+    assert!(
+        throttled_seen,
+        "objects waiting for budget show Throttled=True"
+    );
+    for i in 0..n {
+        wait_for(&api, &format!("bulk-{i:03}"), 300, |o| {
+            phase(o) == Some(Phase::Succeeded)
+        })
+        .await;
+    }
+    let elapsed = started.elapsed();
+    assert_one_task_per_object(&api, &sim, n).await;
+    let throttled: u64 = sim
+        .calls()
+        .iter()
+        .filter(|((_, status), _)| *status == 429)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        throttled,
+        0,
+        "the operator caused no 429: {:?}",
+        sim.calls()
+    );
+    // Polling is one ListTasks per interval (1 s) whatever the number of objects: bounded by
+    // elapsed time, not by 200 objects times ticks.
+    let list_calls = sim.call_count(HssApi::ListTasks, None);
+    let ticks = elapsed.as_secs() + 2;
+    assert!(
+        list_calls <= ticks * 2,
+        "{list_calls} ListTasks calls in {ticks} s for {n} objects"
+    );
+    // 200 creates at 5 per 2 s cannot be faster than 80 s: the budget was honoured.
+    assert!(
+        elapsed >= Duration::from_secs(78),
+        "finished in {elapsed:?}"
+    );
+    eprintln!(
+        "200 objects: {elapsed:?}, {list_calls} ListTasks calls, calls {:?}",
+        sim.calls()
+    );
+    op.stop().await;
+}

@@ -408,7 +408,10 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
     .map_err(|e| Error::Finalizer(Box::new(e)));
     if result.is_ok() {
         // A success ends the error_policy backoff streak.
-        ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
     }
     result
 }

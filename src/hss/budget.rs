@@ -121,7 +121,11 @@ impl Budget {
     /// tests and benchmarks (the simulator's limit can be scaled the same way); the safety
     /// margin scales with the window.
     pub fn per_window(n: u32, window: Duration) -> Self {
-        let margin = SAFETY_MARGIN.mul_f64(window.as_secs_f64() / 60.0);
+        // The margin absorbs delays between taking a token and the request's arrival, which do
+        // not shrink with the window: scaled, but never below 25 ms.
+        let margin = SAFETY_MARGIN
+            .mul_f64(window.as_secs_f64() / 60.0)
+            .max(Duration::from_millis(25).min(SAFETY_MARGIN));
         let period = NonZeroU32::new(n).map(|n| window / n.get() + margin);
         Self {
             inner: Arc::new(Inner {
@@ -255,6 +259,12 @@ mod tests {
     async fn a_scaled_window_scales_spacing_and_margin_alike() {
         let budget = Budget::per_window(5, Duration::from_secs(6));
         assert_eq!(budget.period(), Some(Duration::from_millis(1200 + 25)));
+        let budget = Budget::per_window(5, Duration::from_secs(2));
+        assert_eq!(
+            budget.period(),
+            Some(Duration::from_millis(400 + 25)),
+            "margin floor"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -219,6 +219,10 @@ pub struct SimArgs {
     /// Calls per minute per user and API before 429 APIGW.0308; 0 turns throttling off.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub throttle_per_minute: u32,
+    /// The throttle's window (HSS: one minute). Shorter windows scale time for tests and
+    /// benchmarks; pair with the operator's hidden `--budget-window`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
+    pub throttle_window: Duration,
     /// Time from creation until a task is running.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub run_after: Duration,
@@ -250,6 +254,7 @@ pub struct SimConfig {
     pub project_ids: Vec<String>,
     /// 0: off.
     pub throttle_per_minute: u32,
+    pub throttle_window: Duration,
     pub run_after: Duration,
     pub finish_after: Duration,
     pub fail_clusters: Vec<String>,
@@ -269,6 +274,7 @@ impl Default for SimConfig {
             iam_users: Vec::new(),
             project_ids: Vec::new(),
             throttle_per_minute: 0,
+            throttle_window: Duration::from_secs(60),
             run_after: Duration::ZERO,
             finish_after: Duration::from_secs(1),
             fail_clusters: Vec::new(),
@@ -292,6 +298,7 @@ impl From<SimArgs> for SimConfig {
             iam_users: args.iam_users,
             project_ids: args.project_ids,
             throttle_per_minute: args.throttle_per_minute,
+            throttle_window: args.throttle_window,
             run_after: args.run_after,
             finish_after: args.finish_after,
             fail_clusters: args.fail_clusters,

@@ -42,7 +42,6 @@ use crate::hss::model::{
 use crate::hss::signer::{self, VerifyError};
 
 const MAX_BODY: usize = 1024 * 1024;
-const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
 const IAM_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long shutdown waits for calls in flight (a latency fault, say) before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -344,7 +343,7 @@ impl Shared {
             )),
             throttle: Mutex::new(SlidingWindow::new(
                 config.throttle_per_minute,
-                THROTTLE_WINDOW,
+                config.throttle_window,
             )),
             faults: Mutex::new(FaultBook::new(config.seed, &config.faults)),
             calls: Mutex::new(BTreeMap::new()),
