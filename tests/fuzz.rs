@@ -15,11 +15,26 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| Value::Number(n.into())),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,40}".prop_map(Value::String),
         prop::sample::select(vec![
-            "cluster_scan", "iac_scan", "ready", "running", "finished", "success", "failed", "scanning",
-            "cluster_vul", "benchmark", "risk_assessment", "all_cluster", "specific_cluster", "dockerfile", "k8s_yaml", "manual",
+            "cluster_scan",
+            "iac_scan",
+            "ready",
+            "running",
+            "finished",
+            "success",
+            "failed",
+            "scanning",
+            "cluster_vul",
+            "benchmark",
+            "risk_assessment",
+            "all_cluster",
+            "specific_cluster",
+            "dockerfile",
+            "k8s_yaml",
+            "manual",
         ])
         .prop_map(|s| Value::String(s.to_string())),
     ];
@@ -28,11 +43,36 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop::sample::select(vec![
-                    "task_id", "task_type", "task_status", "total_num", "data_list", "cluster_scan_info",
-                    "iac_scan_info", "scan_type_list", "cluster_scan_data_list", "iac_scan_data_list", "cluster_id",
-                    "scan_status", "scan_detail_list", "scan_type", "status", "failed_reason", "file_id", "start_time",
-                    "error_code", "error_msg", "taskType", "clusterScan", "iacScan", "scanTypes", "rangeType",
-                    "clusterIds", "fileType", "fileIds", "retryFailedClusters", "x",
+                    "task_id",
+                    "task_type",
+                    "task_status",
+                    "total_num",
+                    "data_list",
+                    "cluster_scan_info",
+                    "iac_scan_info",
+                    "scan_type_list",
+                    "cluster_scan_data_list",
+                    "iac_scan_data_list",
+                    "cluster_id",
+                    "scan_status",
+                    "scan_detail_list",
+                    "scan_type",
+                    "status",
+                    "failed_reason",
+                    "file_id",
+                    "start_time",
+                    "error_code",
+                    "error_msg",
+                    "taskType",
+                    "clusterScan",
+                    "iacScan",
+                    "scanTypes",
+                    "rangeType",
+                    "clusterIds",
+                    "fileType",
+                    "fileIds",
+                    "retryFailedClusters",
+                    "x",
                 ])
                 .prop_map(str::to_string),
                 inner,
@@ -69,11 +109,11 @@ proptest! {
 
     #[test]
     fn spec_to_request_never_panics_and_accepted_requests_are_valid(value in json_value()) {
-        if let Ok(spec) = serde_json::from_value::<ClusterScanTaskSpec>(value) {
-            if let Ok(req) = spec.to_request() {
-                prop_assert!(req.validate().is_ok());
-                prop_assert!(serde_json::to_vec(&req).expect("serialises").len() < 1 << 20);
-            }
+        if let Ok(spec) = serde_json::from_value::<ClusterScanTaskSpec>(value)
+            && let Ok(req) = spec.to_request()
+        {
+            prop_assert!(req.validate().is_ok());
+            prop_assert!(serde_json::to_vec(&req).expect("serialises").len() < 1 << 20);
         }
     }
 
@@ -110,5 +150,8 @@ fn a_yaml_billion_laughs_manifest_is_refused_bounded() {
     }
     let started = std::time::Instant::now();
     assert!(parse_manifest(&text).is_err());
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "alias expansion is bounded");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "alias expansion is bounded"
+    );
 }

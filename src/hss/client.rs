@@ -291,6 +291,15 @@ pub struct HssClient {
     credentials: Credentials,
     budget: Budget,
     identity: String,
+    observer: Option<std::sync::Arc<dyn CallObserver>>,
+}
+
+/// Sees every call and budget wait (metrics live outside this module).
+pub trait CallObserver: Send + Sync {
+    /// One HTTP call: `outcome` is `success` or an [`Outcome`] name; `status` when HSS answered.
+    fn call(&self, api: Api, outcome: &'static str, latency: Duration, status: Option<u16>);
+    /// Time a caller waited for a budget token.
+    fn budget_wait(&self, api: Api, waited: Duration);
 }
 
 impl std::fmt::Debug for HssClient {
@@ -327,7 +336,14 @@ impl HssClient {
             credentials,
             budget,
             identity,
+            observer: None,
         }
+    }
+
+    /// Reports every call and budget wait to `observer`.
+    pub fn with_observer(mut self, observer: std::sync::Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -349,7 +365,11 @@ impl HssClient {
 
     /// Waits for a token for `api`.
     pub async fn acquire(&self, api: Api) -> Permit {
-        self.budget.acquire(&self.budget_key(api)).await
+        let permit = self.budget.acquire(&self.budget_key(api)).await;
+        if let Some(o) = &self.observer {
+            o.budget_wait(api, permit.waited());
+        }
+        permit
     }
 
     /// Takes a token for `api` now, or says how long until one is free.
@@ -500,8 +520,32 @@ impl HssClient {
 
     // ------------------------------------------------------------------ transport
 
-    /// Signs and sends one request, spending `permit`. Returns a 2xx answer.
+    /// Signs and sends one request, spending `permit`, and reports it to the observer.
     async fn send(
+        &self,
+        permit: Permit,
+        api: Api,
+        method: &str,
+        path: &str,
+        query: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, Error> {
+        let started = tokio::time::Instant::now();
+        let result = self
+            .send_inner(permit, api, method, path, query, body)
+            .await;
+        if let Some(o) = &self.observer {
+            let (outcome, status) = match &result {
+                Ok(a) => ("success", Some(a.status)),
+                Err(e) => (e.outcome().as_str(), e.status()),
+            };
+            o.call(api, outcome, started.elapsed(), status);
+        }
+        result
+    }
+
+    /// Signs and sends one request. Returns a 2xx answer.
+    async fn send_inner(
         &self,
         permit: Permit,
         api: Api,

@@ -146,6 +146,7 @@ pub async fn install_crds(client: &Client) {
         .expect("CRD established in time")
         .expect("watch CRD");
     }
+    *installed = true;
 }
 
 /// A fresh namespace for one test.
