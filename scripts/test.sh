@@ -38,6 +38,9 @@ step "generated files are up to date"
 cargo build --locked --bins
 ./target/debug/hss-operator crd | diff -u crds/crds.yaml - || { echo "crds/ is stale: run 'cargo run -- crd > crds/crds.yaml'" >&2; exit 1; }
 
+step "deploy: Helm chart, manifests, samples, Dockerfile, cargo-deny"
+./scripts/check-deploy.sh
+
 step "cargo test"
 cargo test --locked --all-targets
 

@@ -5,14 +5,18 @@
 //! - [`submit`]: the one-shot `submit` command.
 //! - [`simulator`]: a real HTTP server speaking HSS's task APIs, for tests and demos.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod hss;
+pub mod lease;
+pub mod metrics;
 pub mod simulator;
 pub mod submit;
 pub mod telemetry;
+pub mod triggers;
 
 /// Renders an error with its chain of causes: `a: b: c`.
 pub fn report_error(err: &(dyn std::error::Error + 'static)) -> String {

@@ -16,6 +16,7 @@
 //! and never waits on HSS longer than `--cleanup-timeout`.
 
 pub mod events;
+pub mod permissions;
 pub mod poller;
 pub mod status;
 pub mod submit;
@@ -43,9 +44,12 @@ use kube::{
 use tracing::Instrument;
 
 use crate::{
+    admin::Readiness,
     config::{self, HssArgs, Overrides},
     crd::{ClusterScanTask, FINALIZER, Phase},
     hss::{self, Budget, Credentials, HssClient, resolve},
+    lease::{Leadership, LeaseConfig},
+    metrics::Metrics,
 };
 
 pub use poller::Poller;
@@ -78,6 +82,36 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lookup_settle: Duration,
 
+    /// Address of the admin server: /livez, /readyz, /metrics.
+    #[arg(long, env = "HSS_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: std::net::SocketAddr,
+
+    /// Elect a leader through a coordination.k8s.io Lease; only the leader reconciles.
+    #[arg(long, env = "HSS_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "HSS_LEASE_NAME", default_value = "hss-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else "default").
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a lease stays valid without renewal; a leader stops writing after 2/3 of it.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// With leader election, /readyz is ready only on the replica holding the lease. The chart
+    /// turns this off for rolling updates (a standby replica would never become ready, so a
+    /// rollout could never finish); leadership is then visible as `hss_operator_leader`.
+    #[arg(long, env = "HSS_READY_REQUIRES_LEASE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ready_requires_lease: bool,
+
+    /// Do not run the ClusterScanTrigger controller (no Node watch needed).
+    #[arg(long, env = "HSS_DISABLE_TRIGGERS")]
+    pub disable_triggers: bool,
+
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
@@ -97,6 +131,10 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
     #[error("failed to reach the Kubernetes API")]
     Kube(#[source] kube::Error),
+    #[error("failed to start the admin server")]
+    Admin(#[source] std::io::Error),
+    #[error("failed to start: the operator's identity lacks permissions (see the chart's RBAC):\n  - {}", .0.join("\n  - "))]
+    Forbidden(Vec<String>),
 }
 
 impl Error {
@@ -114,6 +152,8 @@ impl Error {
                 _ => "finalizer",
             },
             Error::Kube(_) => "kube",
+            Error::Admin(_) => "admin",
+            Error::Forbidden(_) => "forbidden",
         }
     }
 }
@@ -149,6 +189,30 @@ pub struct Context {
     fail_point: Option<FailPoint>,
     /// Consecutive reconcile failures per object, for error_policy backoff.
     failures: Mutex<HashMap<String, u32>>,
+    pub metrics: Arc<Metrics>,
+    /// Checked right before every CreateTask POST.
+    pub leadership: Leadership,
+}
+
+/// What `run` shares with the controllers: metrics, readiness, leadership, test hooks.
+#[derive(Clone)]
+pub struct Runtime {
+    pub fail_point: Option<FailPoint>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    pub leadership: Leadership,
+}
+
+impl Runtime {
+    /// A single replica without leader election.
+    pub fn standalone(fail_point: Option<FailPoint>) -> Self {
+        Self {
+            fail_point,
+            metrics: Arc::new(Metrics::new()),
+            readiness: Readiness::default(),
+            leadership: Leadership::always(),
+        }
+    }
 }
 
 impl Context {
@@ -258,6 +322,7 @@ impl Context {
             .entry(key)
             .or_insert_with(|| {
                 HssClient::with_http(self.http.clone(), config, creds.0, self.budget.clone())
+                    .with_observer(self.metrics.clone())
             })
             .clone();
         Ok(Ok(client))
@@ -397,6 +462,7 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
         task_id = obj.status.as_ref().and_then(|s| s.task_id.as_deref()).unwrap_or("")
     );
     let uid = Context::uid(&obj);
+    let timer = ctx.metrics.reconcile_started();
     let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,
@@ -406,6 +472,11 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
     .instrument(span)
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    timer.finish();
+    match &result {
+        Ok(_) => ctx.metrics.reconcile_ok(),
+        Err(e) => ctx.metrics.reconcile_failed(e.category()),
+    }
     if result.is_ok() {
         // A success ends the error_policy backoff streak.
         ctx.failures
@@ -607,6 +678,24 @@ pub async fn run_with(
     fail_point: Option<FailPoint>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
+    run_with_runtime(args, kube, Runtime::standalone(fail_point), shutdown).await
+}
+
+/// Runs the ClusterScanTask controllers (one per watched namespace, or one for all), the
+/// poller, the metrics gauges and, unless disabled, the trigger controllers, until `shutdown`.
+/// Readiness turns true once every cache has its first state.
+pub async fn run_with_runtime(
+    args: RunArgs,
+    kube: Client,
+    runtime: Runtime,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let fail_point = runtime.fail_point.clone();
+    preflight(
+        &kube,
+        &permissions::required(&args.namespaces, !args.disable_triggers, None),
+    )
+    .await?;
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
@@ -656,6 +745,8 @@ pub async fn run_with(
         post_gate: tokio::sync::RwLock::new(()),
         fail_point,
         failures: Mutex::default(),
+        metrics: runtime.metrics.clone(),
+        leadership: runtime.leadership.clone(),
     });
 
     // The poller's triggers go to the controller of the object's namespace.
@@ -716,20 +807,165 @@ pub async fn run_with(
         }
         futures::future::ready(())
     });
-    // One future: the poller and router end with the controllers, and dropping this future (a
-    // crash in tests) stops everything.
+    let stores = ctx.stores.clone();
+    let readiness = runtime.readiness.clone();
+    let synced = async move {
+        for store in &stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        readiness.set_synced();
+        futures::future::pending::<()>().await
+    };
+    let gauges = report_gauges(ctx.clone());
+    let trigger_scopes: Vec<Option<String>> = if ctx.args.disable_triggers {
+        vec![]
+    } else if ctx.args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let triggers = futures::future::join_all(trigger_scopes.into_iter().map(|ns| {
+        let stop = shutdown.clone();
+        let kube = kube.clone();
+        async move {
+            if let Err(e) = crate::triggers::run(kube, ns, crate::triggers::Clock::system(), stop).await {
+                tracing::error!(category = e.category(), error = %crate::report_error(&e), "trigger controller stopped");
+            }
+        }
+    }));
+    // One future: everything ends with the controllers, and dropping this future (a crash in
+    // tests, a lost lease) stops everything at once.
     tokio::select! {
-        _ = futures::future::join_all(runs) => {}
+        _ = futures::future::join(futures::future::join_all(runs), triggers) => {}
         _ = poller.run(futures::future::pending::<()>()) => {}
         _ = router => {}
+        _ = synced => {}
+        _ = gauges => {}
     }
     Ok(())
 }
 
-/// `hss-operator run`: in-cluster or kubeconfig client, stops on SIGTERM / Ctrl-C.
+/// Every few seconds: objects by phase, unresolved submissions, tracked tasks, last poll.
+async fn report_gauges(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticker.tick().await;
+        let mut counts: HashMap<&'static str, i64> = HashMap::new();
+        for store in &ctx.stores {
+            for obj in store.state() {
+                *counts.entry(status::phase(&obj).as_str()).or_default() += 1;
+            }
+        }
+        let unresolved = counts.get(Phase::Submitting.as_str()).copied().unwrap_or(0);
+        ctx.metrics
+            .set_objects_by_phase(&counts.into_iter().collect::<Vec<_>>());
+        ctx.metrics.set_unresolved_submissions(unresolved);
+        ctx.metrics.set_tracked_tasks(ctx.poller.tracked() as i64);
+        if let Some(at) = ctx.poller.last_success() {
+            ctx.metrics.poll_succeeded(at);
+        }
+    }
+}
+
+/// `hss-operator run`: in-cluster or kubeconfig client, admin server, optional leader
+/// election; stops on SIGTERM / Ctrl-C.
+///
+/// With leader election, the controllers run only while this replica leads. When the lease
+/// cannot be renewed within its renew deadline (2/3 of its duration) the controllers are
+/// dropped at once (in-flight reconciles included: the submission protocol is crash-safe), so
+/// writes stop before the lease can expire for another replica; then it campaigns again.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let kube = Client::try_default().await.map_err(Error::Kube)?;
-    run_with(args, kube, None, shutdown_signal()).await
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::default();
+    readiness.set_leader_required(args.leader_election && args.ready_requires_lease);
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .map_err(Error::Admin)?;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    let admin = tokio::spawn(crate::admin::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+
+    let leadership = if args.leader_election {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let lease_needs: Vec<_> = permissions::required(&[], false, Some(&namespace))
+            .into_iter()
+            .filter(|n| n.resource == "leases")
+            .collect();
+        preflight(&kube, &lease_needs).await?;
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let mut config = LeaseConfig::new(namespace, args.lease_name.clone(), identity);
+        config.duration = args.lease_duration;
+        config.renew_every = args.lease_duration / 3;
+        Leadership::start(kube.clone(), config)
+    } else {
+        Leadership::always()
+    };
+    let runtime = Runtime {
+        fail_point: None,
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        leadership: leadership.clone(),
+    };
+    let mut watch = leadership.watch();
+    loop {
+        // Wait to lead (or to be told to stop).
+        tokio::select! {
+            _ = shutdown.clone() => break,
+            _ = watch.wait_for(|leader| *leader) => {}
+        }
+        tracing::info!("leading: starting the controllers");
+        metrics.set_leader(true);
+        readiness.set_leader(true);
+        let mut lost = watch.clone();
+        let stop = shutdown.clone();
+        let outcome = tokio::select! {
+            r = run_with_runtime(args.clone(), kube.clone(), runtime.clone(), stop) => Some(r),
+            _ = lost.wait_for(|leader| !*leader) => None,
+        };
+        metrics.set_leader(false);
+        readiness.set_leader(false);
+        match outcome {
+            Some(result) => {
+                result?;
+                break;
+            }
+            None => tracing::warn!("lost the lease: controllers stopped; campaigning again"),
+        }
+    }
+    leadership.release().await;
+    let _ = admin.await;
+    Ok(())
+}
+
+/// Fails with every missing permission named, if any.
+async fn preflight(kube: &Client, needs: &[permissions::Need]) -> Result<(), Error> {
+    let missing = permissions::missing(kube, needs)
+        .await
+        .map_err(Error::Kube)?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            missing.iter().map(ToString::to_string).collect(),
+        ))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "hss-operator".into())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

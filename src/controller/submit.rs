@@ -162,6 +162,15 @@ pub(super) async fn submit(
     };
     ctx.fail_point(Step::AfterRecord, &obj).await;
 
+    // Re-check the lease right before the POST: a replica that lost it must not post. The
+    // attempt stays recorded; whoever leads next resolves it by lookup.
+    match ctx.leadership.confirm().await {
+        Ok(true) => {}
+        Ok(false) | Err(_) => {
+            tracing::warn!("not holding the lease any more; not sending CreateTask");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    }
     tracing::info!(attempt = %attempt_id, "sending CreateTask");
     let result = {
         // Lookups wait for POSTs in flight, so a task created by a POST whose answer is on its

@@ -2,9 +2,14 @@
 //! (`hss-operator crd`) and CI fails when the two differ.
 
 pub mod cluster_scan_task;
+pub mod cluster_scan_trigger;
 
 pub use cluster_scan_task::{
     ClusterScanTask, ClusterScanTaskSpec, ClusterScanTaskStatus, FINALIZER, Phase,
+};
+pub use cluster_scan_trigger::{
+    ClusterScanTrigger, ClusterScanTriggerSpec, ClusterScanTriggerStatus, ConcurrencyPolicy,
+    RunReason,
 };
 
 use kube::CustomResourceExt;
@@ -25,7 +30,7 @@ impl Error {
 
 /// Every CRD this operator owns, as one multi-document YAML stream.
 pub fn crds_yaml() -> Result<String, Error> {
-    let crds = vec![ClusterScanTask::crd()];
+    let crds = vec![ClusterScanTask::crd(), ClusterScanTrigger::crd()];
     let mut out = String::new();
     for crd in &crds {
         let mut value = serde_json::to_value(crd).map_err(Error::Json)?;

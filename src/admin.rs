@@ -1,0 +1,180 @@
+//! The admin server: `/livez`, `/readyz` and `/metrics` on their own port.
+//!
+//! - `/livez`: `200 ok` while the process serves HTTP at all. It checks nothing else, so a
+//!   slow API server or HSS never gets the pod restarted.
+//! - `/readyz`: `200 ok` once the watches have delivered their first state
+//!   ([`Readiness::set_synced`]) and, with leader election on
+//!   ([`Readiness::set_leader_required`]), while this replica holds the lease. Otherwise
+//!   `503` with a one-line reason. A standby replica is therefore not ready, which is what
+//!   `kubectl get pods` should show; nothing routes traffic to the operator anyway.
+//! - `/metrics`: [`Metrics::encode`] in the OpenMetrics text format.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::metrics::{self, Metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to serve the admin endpoints")]
+    Serve(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Bounded label for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Serve(_) => "admin_serve",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    synced: AtomicBool,
+    leader: AtomicBool,
+    leader_required: AtomicBool,
+}
+
+/// What `/readyz` reports. Cheap to clone; clones share the flags.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    flags: Arc<Flags>,
+}
+
+impl Readiness {
+    /// The watches delivered their first state. Never goes back.
+    pub fn set_synced(&self) {
+        self.flags.synced.store(true, Ordering::Release);
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.flags.leader.store(leader, Ordering::Release);
+    }
+
+    /// Whether readiness also needs the lease (leader election on).
+    pub fn set_leader_required(&self, required: bool) {
+        self.flags
+            .leader_required
+            .store(required, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.not_ready_reason().is_none()
+    }
+
+    fn not_ready_reason(&self) -> Option<&'static str> {
+        if !self.flags.synced.load(Ordering::Acquire) {
+            Some("caches not synced yet")
+        } else if self.flags.leader_required.load(Ordering::Acquire)
+            && !self.flags.leader.load(Ordering::Acquire)
+        {
+            Some("not the leader")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+/// The routes, for serving on a listener of the caller's choice.
+pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState { metrics, readiness })
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin server listening");
+    }
+    axum::serve(listener, router(metrics, readiness))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve)
+}
+
+async fn livez() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.readiness.not_ready_reason() {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_sync_and_then_the_lease_only_when_required() {
+        // (synced, leader_required, leader, ready, reason)
+        let cases = [
+            (false, false, false, false, "nothing synced yet"),
+            (false, true, true, false, "leading does not replace syncing"),
+            (true, false, false, true, "election off: synced is enough"),
+            (
+                true,
+                true,
+                false,
+                false,
+                "election on: a standby is not ready",
+            ),
+            (true, true, true, true, "election on: synced leader"),
+        ];
+        for (synced, required, leader, ready, why) in cases {
+            let r = Readiness::default();
+            if synced {
+                r.set_synced();
+            }
+            r.set_leader_required(required);
+            r.set_leader(leader);
+            assert_eq!(r.is_ready(), ready, "{why}");
+        }
+    }
+
+    #[test]
+    fn clones_share_state() {
+        let r = Readiness::default();
+        let c = r.clone();
+        c.set_synced();
+        assert!(r.is_ready());
+    }
+}

@@ -1,0 +1,212 @@
+//! Two `hss-operator run` processes with leader election against one API server: only the
+//! leader writes; when it is killed the other takes over within the lease duration; every
+//! object still ends with exactly one HSS task.
+
+mod support;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use hss_operator::{
+    crd::{ClusterScanTask, Phase},
+    simulator::{SimConfig, Simulator},
+};
+use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, PostParams},
+};
+use support::*;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn operator(name: &str, ns: &str, sim: &str, admin_port: u16) -> Proc {
+    let log =
+        std::fs::File::create(repo().join(format!("target/leader-{name}.log"))).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_hss-operator"))
+        .args([
+            "run",
+            "--namespace",
+            ns,
+            "--endpoint",
+            sim,
+            "--project-id",
+            "proj",
+            "--poll-interval",
+            "1s",
+            "--budget-per-minute",
+            "0",
+            "--lookup-settle",
+            "2s",
+            "--leader-election",
+            "--lease-namespace",
+            ns,
+            "--lease-duration",
+            "3s",
+            "--disable-triggers",
+        ])
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{admin_port}"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .env("HUAWEICLOUD_SDK_AK", "AKSIM")
+        .env("HUAWEICLOUD_SDK_SK", "SKSIM")
+        .env("POD_NAME", name)
+        .env("RUST_LOG", "info,hss_operator=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start hss-operator run");
+    Proc(child)
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("hss-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+async fn await_holder(leases: &Api<Lease>, want: impl Fn(&str) -> bool, secs: u64) -> String {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            if let Some(h) = holder(leases).await.filter(|h| want(h)) {
+                return h;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("lease holder in time")
+}
+
+async fn readyz(port: u16) -> u16 {
+    match reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+async fn await_ready(port: u16, want: u16) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while readyz(port).await != want {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("readyz on {port} never answered {want}"));
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_killed_leader_is_replaced_within_the_lease_duration() {
+    let client = admin().await;
+    let ns = namespace(&client, "leader").await;
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let ports = [free_port(), free_port()];
+    let mut procs = vec![
+        Some(operator("op-a", &ns, &sim.base_url(), ports[0])),
+        Some(operator("op-b", &ns, &sim.base_url(), ports[1])),
+    ];
+    let first = await_holder(&leases, |_| true, 30).await;
+    let (leader, standby) = if first == "op-a" { (0, 1) } else { (1, 0) };
+    await_ready(ports[leader], 200).await;
+    assert_eq!(
+        readyz(ports[standby]).await,
+        503,
+        "the standby is not ready"
+    );
+
+    for i in 0..5 {
+        api.create(
+            &PostParams::default(),
+            &cluster_scan(&format!("before-{i}")),
+        )
+        .await
+        .expect("create");
+    }
+    // Kill the leader as soon as the first task id is written, mid-way through the batch.
+    wait_for(&api, "before-0", 30, |o| {
+        o.status.as_ref().is_some_and(|s| s.task_id.is_some())
+    })
+    .await;
+    let killed = tokio::time::Instant::now();
+    drop(procs[leader].take());
+    let next = await_holder(&leases, |h| h != first, 15).await;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(3 + 3),
+        "takeover took {takeover:?} with a 3 s lease"
+    );
+    await_ready(ports[standby], 200).await;
+
+    for i in 0..5 {
+        api.create(&PostParams::default(), &cluster_scan(&format!("after-{i}")))
+            .await
+            .expect("create");
+    }
+    for name in (0..5).flat_map(|i| [format!("before-{i}"), format!("after-{i}")]) {
+        wait_for(&api, &name, 90, |o| phase(o) == Some(Phase::Succeeded)).await;
+    }
+
+    // Exactly one task per object, across the crash.
+    let objects = api.list(&ListParams::default()).await.expect("list").items;
+    let mut named: Vec<String> = objects
+        .iter()
+        .filter_map(|o| o.status.as_ref()?.task_id.clone())
+        .collect();
+    named.sort();
+    let mut created: Vec<String> = sim.created_tasks().into_iter().map(|t| t.task_id).collect();
+    created.sort();
+    assert_eq!(named.len(), 10);
+    assert_eq!(created, named, "one HSS task per object");
+
+    // Only a leader wrote: Events for the later objects come from the new leader alone.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    for e in events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+    {
+        let regarding = e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
+        if regarding.starts_with("after-") {
+            assert_eq!(
+                e.reporting_instance.as_deref(),
+                Some(next.as_str()),
+                "{}",
+                e.name_any()
+            );
+        }
+    }
+    drop(procs);
+}
