@@ -48,6 +48,12 @@
 //! - The API server version is polled (every minute); kubelet versions come from the Node watch.
 //! - A run whose name is taken by an object the trigger does not own is treated as done, with
 //!   a Warning Event (`RunNameTaken`).
+//! - Caches lag writes. Status is written only by this controller, so until the trigger cache
+//!   shows the status this process last wrote, reconciles use the written one; runs created
+//!   and not yet in the run cache count as active (see `Context::catch_up`).
+//! - A template the API server refuses (admission) sets `Ready=False, InvalidTemplate`; the
+//!   causes stay owed until the template changes.
+//! - Each call of [`run`] watches Nodes and polls the API server version itself.
 
 pub mod clock;
 pub mod decide;
