@@ -38,6 +38,17 @@ fn free_port() -> u16 {
 }
 
 fn operator(name: &str, ns: &str, sim: &str, admin_port: u16) -> Proc {
+    let election = [
+        "--leader-election",
+        "--lease-namespace",
+        ns,
+        "--lease-duration",
+        "3s",
+    ];
+    operator_with(name, ns, sim, admin_port, &election)
+}
+
+fn operator_with(name: &str, ns: &str, sim: &str, admin_port: u16, extra: &[&str]) -> Proc {
     let log =
         std::fs::File::create(repo().join(format!("target/leader-{name}.log"))).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_hss-operator"))
@@ -55,13 +66,9 @@ fn operator(name: &str, ns: &str, sim: &str, admin_port: u16) -> Proc {
             "0",
             "--lookup-settle",
             "2s",
-            "--leader-election",
-            "--lease-namespace",
-            ns,
-            "--lease-duration",
-            "3s",
             "--disable-triggers",
         ])
+        .args(extra)
         .arg("--admin-listen")
         .arg(format!("127.0.0.1:{admin_port}"))
         .env_clear()
@@ -209,4 +216,54 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_within_the_lease
         }
     }
     drop(procs);
+}
+
+#[tokio::test]
+async fn a_single_process_without_election_serves_admin_endpoints_and_reconciles() {
+    let client = admin().await;
+    let ns = namespace(&client, "single").await;
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let port = free_port();
+    let _op = operator_with("solo", &ns, &sim.base_url(), port, &[]);
+    await_ready(port, 200).await;
+    let livez = reqwest::get(format!("http://127.0.0.1:{port}/livez"))
+        .await
+        .expect("livez");
+    assert_eq!(livez.status().as_u16(), 200);
+    api.create(&PostParams::default(), &cluster_scan("solo-scan"))
+        .await
+        .expect("create");
+    wait_for(&api, "solo-scan", 60, |o| {
+        phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for family in [
+        "hss_operator_reconciles_total",
+        "hss_operator_hss_calls_total",
+        "hss_operator_leader",
+    ] {
+        assert!(metrics.contains(family), "{family} missing from /metrics");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hss_operator_hss_calls_total{")
+                && l.contains("CreateTask")
+                && l.contains("success")
+                && !l.ends_with(" 0")),
+        "the CreateTask call was counted:\n{metrics}"
+    );
+    assert!(
+        !metrics.contains("solo-scan") && !metrics.contains(&ns),
+        "no object names in metrics"
+    );
 }

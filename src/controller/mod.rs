@@ -922,7 +922,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         // Wait to lead (or to be told to stop).
         tokio::select! {
             _ = shutdown.clone() => break,
-            _ = watch.wait_for(|leader| *leader) => {}
+            Ok(_) = watch.wait_for(|leader| *leader) => {}
         }
         tracing::info!("leading: starting the controllers");
         metrics.set_leader(true);
@@ -931,7 +931,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let stop = shutdown.clone();
         let outcome = tokio::select! {
             r = run_with_runtime(args.clone(), kube.clone(), runtime.clone(), stop) => Some(r),
-            _ = lost.wait_for(|leader| !*leader) => None,
+            // Only a real change counts: without election the channel is closed (always leader).
+            Ok(_) = lost.wait_for(|leader| !*leader) => None,
         };
         metrics.set_leader(false);
         readiness.set_leader(false);
