@@ -33,12 +33,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Recorder, Reporter},
         finalizer::{self, Event as Finalizer},
-        reflector::{ObjectRef, Store},
-        watcher,
+        reflector::{self, ObjectRef, Store},
+        watcher::{self, watcher},
     },
 };
 use tracing::Instrument;
@@ -715,7 +715,10 @@ pub async fn run_with_runtime(
             }),
     )
     .map_err(Error::Hss)?;
-    let wc = watcher::Config::default().any_semantic();
+    // One unpaged list from the API server's watch cache: paging (kube's default of 500)
+    // turns off the cache and reads etcd page by page, about 4x slower for 10,000 objects.
+    let mut wc = watcher::Config::default().any_semantic();
+    wc.page_size = None;
     let controllers: Vec<(Option<String>, Controller<ClusterScanTask>)> = scopes
         .into_iter()
         .map(|ns| {
@@ -723,7 +726,19 @@ pub async fn run_with_runtime(
                 Some(ns) => Api::namespaced(kube.clone(), ns),
                 None => Api::all(kube.clone()),
             };
-            (ns, Controller::new(api, wc.clone()))
+            // The cache keeps what reconcile reads; managedFields and kubectl's
+            // last-applied copy are about half of each object and are never read.
+            let (reader, writer) = reflector::store();
+            let stream = watcher(api, wc.clone())
+                .default_backoff()
+                .modify(|o: &mut ClusterScanTask| {
+                    o.managed_fields_mut().clear();
+                    o.annotations_mut()
+                        .remove("kubectl.kubernetes.io/last-applied-configuration");
+                })
+                .reflect(writer)
+                .applied_objects();
+            (ns, Controller::for_stream(stream, reader))
         })
         .collect();
     let ctx = Arc::new(Context {

@@ -89,10 +89,16 @@ struct Bucket {
     /// `None` when client-side limiting is off; a received 429 is honoured all the same.
     limiter: Option<Limiter>,
     blocked_until: Mutex<Option<tokio::time::Instant>>,
+    /// When the last calls actually went out (see [`Budget::pace`]).
+    sends: Mutex<std::collections::VecDeque<tokio::time::Instant>>,
 }
 
 struct Inner {
     period: Option<Duration>,
+    /// Calls per window, the window and the margin, for [`Budget::pace`].
+    per_window: u32,
+    window: Duration,
+    margin: Duration,
     clock: TokioClock,
     buckets: Mutex<HashMap<BudgetKey, Arc<Bucket>>>,
 }
@@ -130,6 +136,9 @@ impl Budget {
         Self {
             inner: Arc::new(Inner {
                 period,
+                per_window: n,
+                window,
+                margin,
                 clock: TokioClock {
                     origin: tokio::time::Instant::now(),
                 },
@@ -155,6 +164,7 @@ impl Budget {
             Arc::new(Bucket {
                 limiter,
                 blocked_until: Mutex::new(None),
+                sends: Mutex::new(std::collections::VecDeque::new()),
             })
         });
         bucket.clone()
@@ -197,6 +207,39 @@ impl Budget {
                 }
                 Err(wait) => tokio::time::sleep(wait).await,
             }
+        }
+    }
+
+    /// Waits, right before a call goes out, until fewer than `n` calls of `key` went out in
+    /// the last window (plus the margin), then records this one.
+    ///
+    /// Tokens are taken earlier than calls are sent (CreateTask records its attempt in between,
+    /// and that write's latency varies), so spacing tokens alone could let two calls' actual
+    /// send times drift closer than the gateway allows. This keeps the send times honest.
+    pub async fn pace(&self, key: &BudgetKey) {
+        let n = self.inner.per_window as usize;
+        if n == 0 {
+            return;
+        }
+        let bucket = self.bucket(key);
+        let span = self.inner.window + self.inner.margin;
+        loop {
+            let wait = {
+                let mut sends = bucket.sends.lock().unwrap_or_else(|e| e.into_inner());
+                let now = tokio::time::Instant::now();
+                while sends
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= span)
+                {
+                    sends.pop_front();
+                }
+                if sends.len() < n {
+                    sends.push_back(now);
+                    return;
+                }
+                sends.front().map_or(Duration::ZERO, |t| (*t + span) - now)
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -265,6 +308,31 @@ mod tests {
             Some(Duration::from_millis(400 + 25)),
             "margin floor"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_delayed_after_their_tokens_still_never_crowd_one_window() {
+        let budget = Budget::per_window(2, Duration::from_secs(10));
+        let k = key(Api::CreateTask);
+        let start = tokio::time::Instant::now();
+        // Two calls whose tokens were spaced, but whose sends ended up back to back.
+        budget.pace(&k).await;
+        budget.pace(&k).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // The third must wait until the first send leaves the window (plus the margin).
+        budget.pace(&k).await;
+        // Tokio timers have millisecond resolution.
+        let expected = Duration::from_secs(10) + SAFETY_MARGIN.mul_f64(10.0 / 60.0);
+        let waited = start.elapsed();
+        assert!(
+            waited >= expected && waited <= expected + Duration::from_millis(1),
+            "{waited:?}"
+        );
+        let unlimited = Budget::per_minute(0);
+        for _ in 0..100 {
+            unlimited.pace(&k).await;
+        }
+        assert_eq!(start.elapsed(), waited, "no pacing without a limit");
     }
 
     #[tokio::test(start_paused = true)]

@@ -630,6 +630,7 @@ impl HssClient {
         if !body.is_empty() {
             request = request.body(body);
         }
+        self.budget.pace(&self.budget_key(api)).await;
         let resp = request
             .send()
             .await
