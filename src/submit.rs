@@ -279,6 +279,12 @@ async fn resolve_ambiguous(
                 });
             }
             Ok(Lookup::NotFound) => return Ok(None),
+            Ok(Lookup::Inconclusive) => {
+                return Err(Error::Unresolved {
+                    candidates: vec![],
+                    source: None,
+                });
+            }
             Ok(Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
             Err(err) => {
                 failures += 1;

@@ -54,6 +54,9 @@ use crate::{
 
 pub use poller::Poller;
 
+/// How long a deleted object's task id stays claimed: longer than any lookup window.
+const DELETED_CLAIM_TTL: Duration = Duration::from_secs(30 * 60);
+
 /// `hss-operator run` flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -184,6 +187,8 @@ pub struct Context {
     /// Task ids HSS returned (or lookups found), by object uid, kept until the object is
     /// deleted: the status write may not have landed, or not reached the cache yet.
     pending_ids: Mutex<HashMap<String, String>>,
+    /// Task ids of recently deleted objects (see `forget_task_id`).
+    deleted_claims: Mutex<Vec<(tokio::time::Instant, String)>>,
     /// POSTs hold it shared, lookups exclusively (see `submit`).
     pub(crate) post_gate: tokio::sync::RwLock<()>,
     fail_point: Option<FailPoint>,
@@ -241,11 +246,22 @@ impl Context {
             .cloned()
     }
 
+    /// At deletion: the object's task id (in memory or in its status) stays claimed for a
+    /// while, so an unresolved attempt of another object does not adopt a deleted object's task.
     pub(crate) fn forget_task_id(&self, obj: &ClusterScanTask) {
-        self.pending_ids
+        let remembered = self
+            .pending_ids
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&Self::uid(obj));
+        let written = obj.status.as_ref().and_then(|s| s.task_id.clone());
+        let mut deleted = self
+            .deleted_claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        deleted.retain(|(at, _)| now.duration_since(*at) < DELETED_CLAIM_TTL);
+        deleted.extend(remembered.into_iter().chain(written).map(|id| (now, id)));
     }
 
     /// Task ids owned by objects other than `obj`: written in status, or claimed in memory.
@@ -264,6 +280,13 @@ impl Context {
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .filter(|(uid, _)| **uid != me)
+                .map(|(_, id)| id.clone()),
+        );
+        ids.extend(
+            self.deleted_claims
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
                 .map(|(_, id)| id.clone()),
         );
         ids
@@ -515,7 +538,7 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
                 message.clone(),
             );
             st.last_error = Some(status::last_error(e.category(), None, &message, None));
-            status::write(&api, &obj, &st, false)
+            status::write(&api, &obj, &st)
                 .await
                 .map_err(Error::WriteStatus)?;
             ctx.event(&obj, events::warning("InvalidSpec", "Validate", &message))
@@ -544,7 +567,7 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
                 problem.reason(),
                 message.clone(),
             ) {
-                status::write(&api, &obj, &st, false)
+                status::write(&api, &obj, &st)
                     .await
                     .map_err(Error::WriteStatus)?;
             }
@@ -576,7 +599,7 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
             "credentials are available",
         );
         Arc::new(
-            status::write(&api, &obj, &st, false)
+            status::write(&api, &obj, &st)
                 .await
                 .map_err(Error::WriteStatus)?,
         )
@@ -625,6 +648,7 @@ async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Err
             match found {
                 Ok(resolve::Lookup::Candidates(c)) => return Some(Some(c[0].task_id.clone())),
                 Ok(resolve::Lookup::NotFound) => return Some(None),
+                Ok(resolve::Lookup::Inconclusive) => return None,
                 Ok(resolve::Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "lookup during deletion failed");
@@ -658,7 +682,29 @@ async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Err
     Ok(Action::await_change())
 }
 
+impl Error {
+    /// A write lost a race (409): our cached copy was stale. Not a failure of anything; the
+    /// next reconcile works from a fresher copy.
+    pub fn is_conflict(&self) -> bool {
+        let kube_err = match self {
+            Error::WriteStatus(e) | Error::Kube(e) => Some(e),
+            Error::Finalizer(f) => match f.as_ref() {
+                finalizer::Error::ApplyFailed(Error::WriteStatus(e))
+                | finalizer::Error::CleanupFailed(Error::WriteStatus(e)) => Some(e),
+                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Some(e),
+                _ => None,
+            },
+            _ => None,
+        };
+        matches!(kube_err, Some(kube::Error::Api(e)) if e.code == 409)
+    }
+}
+
 fn error_policy(obj: Arc<ClusterScanTask>, err: &Error, ctx: Arc<Context>) -> Action {
+    if err.is_conflict() {
+        tracing::debug!("status write conflicted with a newer version; retrying from a fresh copy");
+        return Action::requeue(Duration::from_millis(500));
+    }
     let uid = Context::uid(&obj);
     let n = {
         let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -757,6 +803,7 @@ pub async fn run_with_runtime(
         clients: Mutex::default(),
         stores: controllers.iter().map(|(_, c)| c.store()).collect(),
         pending_ids: Mutex::default(),
+        deleted_claims: Mutex::default(),
         post_gate: tokio::sync::RwLock::new(()),
         fail_point,
         failures: Mutex::default(),

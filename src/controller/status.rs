@@ -96,16 +96,19 @@ pub fn last_error(
     }
 }
 
-/// Writes `status` as the whole status of `obj` by server-side apply. With `precondition`, the
-/// write only succeeds if the object is still at the resourceVersion we read (a 409 otherwise).
+/// Writes `status` as the whole status of `obj` by server-side apply, only if the object is
+/// still at the resourceVersion it was computed from (a 409 otherwise).
+///
+/// Every status write is conditional: a whole-status apply computed from a stale cached copy
+/// would otherwise replace a newer status, erasing a task id the operator had already written
+/// (the chaos test caught exactly that, and a second task followed).
 pub async fn write(
     api: &Api<ClusterScanTask>,
     obj: &ClusterScanTask,
     status: &ClusterScanTaskStatus,
-    precondition: bool,
 ) -> Result<ClusterScanTask, kube::Error> {
     let mut metadata = serde_json::json!({ "name": obj.name_any() });
-    if precondition && let Some(rv) = obj.resource_version() {
+    if let Some(rv) = obj.resource_version() {
         metadata["resourceVersion"] = serde_json::Value::String(rv);
     }
     let patch = serde_json::json!({

@@ -95,6 +95,11 @@ pub(super) async fn submit(
 ) -> Result<Action, Error> {
     let api: Api<ClusterScanTask> =
         Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
+    // A task this process already knows for the object wins over what the (possibly stale)
+    // status says: never post while a task id is remembered.
+    if let Some(task_id) = ctx.remembered_task_id(&obj) {
+        return record_task_id(&api, &obj, ctx, hss, &task_id, "Response").await;
+    }
     let generation = obj.metadata.generation;
     let mut st = current_status(&obj);
     let sub = st.submission.clone().unwrap_or_default();
@@ -127,7 +132,7 @@ pub(super) async fn submit(
                 message.clone(),
             ) {
                 st.phase.get_or_insert(Phase::Pending);
-                status::write(&api, &obj, &st, false)
+                status::write(&api, &obj, &st)
                     .await
                     .map_err(Error::WriteStatus)?;
                 if !was {
@@ -152,7 +157,7 @@ pub(super) async fn submit(
     });
     status::clear_condition(&mut st, status::THROTTLED);
     st.observed_generation = generation;
-    let recorded = match status::write(&api, &obj, &st, true).await {
+    let recorded = match status::write(&api, &obj, &st).await {
         Ok(o) => o,
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!("attempt record conflicted; starting over from a fresh read");
@@ -231,7 +236,7 @@ pub(super) async fn submit(
                             "HSS refused the signature or token; fix the credentials and create a new ClusterScanTask (signature failures are not retried: HSS locks an AK/SK after repeated failures)",
                         );
                     }
-                    status::write(&api, &recorded, &st, false)
+                    status::write(&api, &recorded, &st)
                         .await
                         .map_err(Error::WriteStatus)?;
                     ctx.event(&recorded, events::warning("Failed", "Submit", &message))
@@ -263,14 +268,14 @@ pub(super) async fn submit(
                         ctx.event(&recorded, events::warning("Throttled", "Submit", &message))
                             .await;
                     }
-                    status::write(&api, &recorded, &st, false)
+                    status::write(&api, &recorded, &st)
                         .await
                         .map_err(Error::WriteStatus)?;
                     Ok(Action::requeue(wait))
                 }
                 Outcome::Ambiguous => {
                     // Keep Submitting: the next reconcile resolves by lookup.
-                    status::write(&api, &recorded, &st, false)
+                    status::write(&api, &recorded, &st)
                         .await
                         .map_err(Error::WriteStatus)?;
                     ctx.event(
@@ -328,7 +333,7 @@ pub(super) async fn record_task_id(
     st.observed_generation = generation;
     // The id stays remembered until deletion: the cache may not show this write yet, and a
     // lookup for another object must not take the same task in the meantime.
-    let written = status::write(api, obj, &st, false)
+    let written = status::write(api, obj, &st)
         .await
         .map_err(Error::WriteStatus)?;
     ctx.event(&written, events::normal(reason, "Submit", &message))
@@ -379,6 +384,10 @@ pub(super) async fn resolve_attempt(
         }
         Ok(Lookup::NotFound) => back_to_pending(&api, &obj, ctx, "NotFound").await,
         Ok(Lookup::TooEarly(wait)) => Ok(Action::requeue(wait)),
+        // Stay Submitting: never post again on an incomplete search.
+        Ok(Lookup::Inconclusive) => Ok(Action::requeue(
+            ctx.args.lookup_settle.max(Duration::from_secs(5)),
+        )),
         Err(err) => {
             let mut st = st;
             st.last_error = Some(status::last_error(
@@ -387,7 +396,7 @@ pub(super) async fn resolve_attempt(
                 &crate::report_error(&err),
                 err.request_id(),
             ));
-            status::write(&api, &obj, &st, false)
+            status::write(&api, &obj, &st)
                 .await
                 .map_err(Error::WriteStatus)?;
             let attempts = st.submission.as_ref().map_or(1, |s| s.attempts);
@@ -411,7 +420,7 @@ async fn back_to_pending(
         s.started_at = None;
         s.resolution = Some(resolution.to_string());
     }
-    status::write(api, obj, &st, false)
+    status::write(api, obj, &st)
         .await
         .map_err(Error::WriteStatus)?;
     ctx.event(

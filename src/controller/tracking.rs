@@ -160,7 +160,7 @@ pub(super) async fn follow(
                         e.request_id(),
                     ));
                     if st != current {
-                        status::write(&api, &obj, &st, false)
+                        status::write(&api, &obj, &st)
                             .await
                             .map_err(Error::WriteStatus)?;
                     }
@@ -205,7 +205,7 @@ pub(super) async fn follow(
                             &crate::report_error(&e),
                             e.request_id(),
                         ));
-                        status::write(&api, &obj, &st, false)
+                        status::write(&api, &obj, &st)
                             .await
                             .map_err(Error::WriteStatus)?;
                         return Ok(Action::requeue(
@@ -255,7 +255,7 @@ pub(super) async fn follow(
         }
     }
     if st != current {
-        let written = status::write(&api, &obj, &st, false)
+        let written = status::write(&api, &obj, &st)
             .await
             .map_err(Error::WriteStatus)?;
         for ev in events_to_send {

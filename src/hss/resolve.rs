@@ -32,8 +32,9 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
 pub const SETTLE: Duration = Duration::from_secs(30);
 /// At most this many pages are read for one lookup.
 pub const MAX_PAGES: u32 = 10;
-/// At most this many candidates are checked with ListTaskResources.
-pub const MAX_CONFIRMATIONS: usize = 5;
+/// At most this many candidates are checked with ListTaskResources (closest first; the search
+/// stops at the first match). More than this leaves the lookup inconclusive.
+pub const MAX_CONFIRMATIONS: usize = 40;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,9 @@ pub enum Lookup {
     NotFound,
     /// No matching task yet, but the attempt is too recent to conclude; ask again after this.
     TooEarly(Duration),
+    /// The search could not be completed (listing truncated, or more candidates than can be
+    /// confirmed): neither adopt nor conclude "not created".
+    Inconclusive,
 }
 
 /// The ListTasks filter for an attempt of `req` that started at `started_at_ms`.
@@ -98,24 +102,36 @@ pub async fn lookup(
     settle: Duration,
 ) -> Result<Lookup, Error> {
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    let filter = lookup_filter(req, started_at_ms, now_ms);
-    let (tasks, _complete) = client.list_all_tasks(&filter, MAX_PAGES).await?;
+    // HSS can only have created the task while the POST was in flight: from the attempt's
+    // start to the client's timeout (plus skew on both sides, added by the filter).
+    let in_flight_until = started_at_ms + client.config().timeout.as_millis() as i64;
+    let filter = lookup_filter(req, started_at_ms, now_ms.min(in_flight_until));
+    let (tasks, complete) = client.list_all_tasks(&filter, MAX_PAGES).await?;
     let mut candidates: Vec<TaskInfo> = tasks
         .into_iter()
         .filter(|t| !claimed.contains(&t.task_id) && could_be(t, req))
         .collect();
-    candidates.sort_by_key(|t| (t.start_time.unwrap_or(i64::MAX), t.task_id.clone()));
+    // Closest to the attempt first: an identical task created earlier or later is more likely
+    // someone else's.
+    candidates.sort_by_key(|t| {
+        (
+            t.start_time.map_or(i64::MAX, |s| (s - started_at_ms).abs()),
+            t.task_id.clone(),
+        )
+    });
+    let mut inconclusive = !complete;
 
     let specific = req
         .cluster_scan_info
         .as_ref()
         .and_then(|c| c.cluster_id_list.as_ref())
         .filter(|ids| !ids.is_empty());
-    if let Some(want) = specific
-        && candidates.len() > 1
-    {
+    if let Some(want) = specific {
+        // Always confirm, even a single candidate: a task for other clusters with the same
+        // scan types is not ours (the chaos test caught a lone wrong candidate adopted).
         let want: HashSet<&str> = want.iter().map(String::as_str).collect();
         let mut confirmed = Vec::new();
+        inconclusive |= candidates.len() > MAX_CONFIRMATIONS;
         for task in candidates.iter().take(MAX_CONFIRMATIONS) {
             let resources = client
                 .list_task_resources(
@@ -136,6 +152,7 @@ pub async fn lookup(
                 .collect();
             if got == want {
                 confirmed.push(task.clone());
+                break;
             }
         }
         candidates = confirmed;
@@ -143,6 +160,9 @@ pub async fn lookup(
 
     if !candidates.is_empty() {
         return Ok(Lookup::Candidates(candidates));
+    }
+    if inconclusive {
+        return Ok(Lookup::Inconclusive);
     }
     let age = Duration::from_millis(u64::try_from(now_ms - started_at_ms).unwrap_or(0));
     if age < settle {
