@@ -361,10 +361,7 @@ pub async fn follow(
                         .map(|d| {
                             format!(
                                 "{}: {}",
-                                serde_json::to_value(d.scan_type)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_string))
-                                    .unwrap_or_default(),
+                                wire_name(d.scan_type),
                                 d.failed_reason.unwrap_or_default()
                             )
                         })
@@ -453,10 +450,7 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
         };
         if args.output == OutputFormat::Text {
             for row in &report.results {
-                let status = serde_json::to_value(row.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let status = wire_name(row.status);
                 let _ = writeln!(
                     out,
                     "{}\t{}\t{}\t{}",

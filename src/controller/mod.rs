@@ -292,18 +292,6 @@ impl Context {
         ids
     }
 
-    pub(crate) fn metrics_hss_call<T>(&self, api: hss::Api, result: &Result<T, hss::Error>) {
-        match result {
-            Ok(_) => tracing::debug!(api = api.as_str(), "HSS call succeeded"),
-            Err(e) => tracing::debug!(
-                api = api.as_str(),
-                outcome = e.outcome().as_str(),
-                category = e.category(),
-                "HSS call failed"
-            ),
-        }
-    }
-
     /// Publishes an Event; failures to publish are logged, never fatal.
     pub(crate) async fn event(&self, obj: &ClusterScanTask, ev: kube::runtime::events::Event) {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {

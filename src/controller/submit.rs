@@ -188,7 +188,6 @@ pub(super) async fn submit(
         result
     };
     ctx.fail_point(Step::AfterPost, &obj).await;
-    ctx.metrics_hss_call(HssApi::CreateTask, &result);
 
     match result {
         Ok(resp) => record_task_id(&api, &recorded, ctx, hss, &resp.task_id, "Response").await,

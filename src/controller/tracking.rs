@@ -21,12 +21,7 @@ use crate::{
     },
 };
 
-fn snake(v: impl serde::Serialize) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
+use crate::hss::model::wire_name;
 
 /// HSS's view as status progress. Pure.
 pub fn progress(info: &TaskInfo) -> Progress {
@@ -47,7 +42,7 @@ pub fn progress(info: &TaskInfo) -> Progress {
         (None, None) => (None, None, None),
     };
     Progress {
-        task_status: Some(snake(info.task_status)),
+        task_status: Some(wire_name(info.task_status)),
         estimated_minutes: info.estimated_time,
         scanning,
         succeeded,
@@ -63,13 +58,13 @@ pub fn results(resp: &ListTaskResourcesResponse) -> Vec<ResourceResult> {
         .map(|c| ResourceResult {
             id: c.cluster_id.clone(),
             name: c.cluster_name.clone(),
-            status: snake(c.scan_status),
+            status: wire_name(c.scan_status),
             failures: c
                 .scan_detail_list
                 .iter()
                 .filter(|d| d.status == ScanStatus::Failed)
                 .map(|d| ScanFailure {
-                    scan_type: Some(snake(d.scan_type)),
+                    scan_type: Some(wire_name(d.scan_type)),
                     reason: d.failed_reason.clone(),
                 })
                 .collect(),
@@ -78,7 +73,7 @@ pub fn results(resp: &ListTaskResourcesResponse) -> Vec<ResourceResult> {
             ResourceResult {
                 id: f.file_id.clone(),
                 name: f.file_name.clone(),
-                status: snake(f.scan_status),
+                status: wire_name(f.scan_status),
                 failures: f
                     .failed_reason
                     .iter()

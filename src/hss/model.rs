@@ -95,6 +95,15 @@ pub enum ScanStatus {
     Unknown,
 }
 
+/// The wire spelling of a model enum value (`cluster_vul`, `success`, ...); empty for
+/// anything that does not serialise to a string.
+pub fn wire_name(value: impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 // ---------------------------------------------------------------- CreateTask
 
 /// Body of `POST /v5/{project_id}/common/task`.
