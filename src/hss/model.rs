@@ -1,4 +1,4 @@
-//! Request and response types of the HSS v5 task APIs (see `shared/docs/hss-api.md`).
+//! Request and response types of the HSS v5 task APIs.
 //!
 //! Field names are HSS's snake_case. Responses ignore unknown fields; a missing required field
 //! fails decoding with a serde error (never a panic). Enumerations in responses carry an

@@ -377,13 +377,11 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// The official SDKs' vectors, copied into the repository (provenance in
+    /// tests/fixtures/README.md).
     fn vectors() -> Vec<Value> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/signer-vectors.json"
-        );
-        let text = std::fs::read_to_string(path).expect("shared/ must sit beside the checkout");
-        let doc: Value = serde_json::from_str(&text).expect("vectors are JSON");
+        let text = include_str!("../../tests/fixtures/signer-vectors.json");
+        let doc: Value = serde_json::from_str(text).expect("vectors are JSON");
         doc["vectors"].as_array().expect("vectors array").clone()
     }
 

@@ -5,7 +5,7 @@ Research tool, not a test: it drives ``huaweicloudsdkhss.v5.HssClient`` unchange
 local recorder (http.server on 127.0.0.1, free port), prints every raw request (request line,
 headers in wire order, exact body bytes), re-verifies each SDK-HMAC-SHA256 signature from the
 wire bytes alone, and shows what the SDK makes of canned responses (models, exceptions).
-It also checks that the installed signer reproduces ../../shared/fixtures/signer-vectors.json.
+It also checks that the installed signer reproduces tests/fixtures/signer-vectors.json.
 
 Usage:  .venv/bin/python tests/conformance/sdk_wire_probe.py [--vectors PATH]
 """
@@ -143,8 +143,7 @@ def build_client(endpoint, sk=SK):
 def main():
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--vectors", default=os.path.join(here, "..", "..", "..", "shared", "fixtures",
-                                                      "signer-vectors.json"))
+    ap.add_argument("--vectors", default=os.path.join(here, "..", "fixtures", "signer-vectors.json"))
     args = ap.parse_args()
 
     import huaweicloudsdkcore
