@@ -40,14 +40,7 @@ VENV=${DEPLOY_VENV:-.venv-deploy}
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 export DEPLOY_VENV=$VENV
 step "tools (requirements-deploy.txt into $VENV)"
-want=$(sha256sum requirements-deploy.txt | cut -d' ' -f1)
-if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r requirements-deploy.txt
-  echo "$want" > "$VENV/.requirements.sha256"
-fi
-PY="$VENV/bin/python"
+PY=$(scripts/deploy-venv.sh)
 
 checker=$(mktemp --suffix=.py)
 trap 'rm -f "$checker"' EXIT

@@ -3,10 +3,12 @@
 //! - `/livez`: `200 ok` while the process serves HTTP at all. It checks nothing else, so a
 //!   slow API server or HSS never gets the pod restarted.
 //! - `/readyz`: `200 ok` once the watches have delivered their first state
-//!   ([`Readiness::set_synced`]) and, with leader election on
-//!   ([`Readiness::set_leader_required`]), while this replica holds the lease. Otherwise
-//!   `503` with a one-line reason. A standby replica is therefore not ready, which is what
-//!   `kubectl get pods` should show; nothing routes traffic to the operator anyway.
+//!   ([`Readiness::set_synced`]), or, with leader election, once this replica has passed its
+//!   start-up checks and joined the election as a standby ([`Readiness::set_standby`]): a
+//!   standby is ready, so `helm install --wait` and rolling updates (`maxUnavailable: 0`)
+//!   finish; leadership is the `hss_operator_leader` gauge and the Lease's holder. Only with
+//!   [`Readiness::set_leader_required`] (`--ready-requires-lease`) is readiness also the lease.
+//!   Otherwise `503` with a one-line reason.
 //! - `/metrics`: [`Metrics::encode`] in the OpenMetrics text format.
 
 use std::{
@@ -45,6 +47,7 @@ impl Error {
 #[derive(Debug, Default)]
 struct Flags {
     synced: AtomicBool,
+    standby: AtomicBool,
     leader: AtomicBool,
     leader_required: AtomicBool,
 }
@@ -59,6 +62,12 @@ impl Readiness {
     /// The watches delivered their first state. Never goes back.
     pub fn set_synced(&self) {
         self.flags.synced.store(true, Ordering::Release);
+    }
+
+    /// This replica passed its start-up checks and campaigns for the lease: ready to take
+    /// over. Never goes back.
+    pub fn set_standby(&self) {
+        self.flags.standby.store(true, Ordering::Release);
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -77,7 +86,8 @@ impl Readiness {
     }
 
     fn not_ready_reason(&self) -> Option<&'static str> {
-        if !self.flags.synced.load(Ordering::Acquire) {
+        if !self.flags.synced.load(Ordering::Acquire) && !self.flags.standby.load(Ordering::Acquire)
+        {
             Some("caches not synced yet")
         } else if self.flags.leader_required.load(Ordering::Acquire)
             && !self.flags.leader.load(Ordering::Acquire)
@@ -145,24 +155,58 @@ mod tests {
 
     #[test]
     fn readiness_needs_sync_and_then_the_lease_only_when_required() {
-        // (synced, leader_required, leader, ready, reason)
+        // (synced, standby, leader_required, leader, ready, reason)
         let cases = [
-            (false, false, false, false, "nothing synced yet"),
-            (false, true, true, false, "leading does not replace syncing"),
-            (true, false, false, true, "election off: synced is enough"),
+            (false, false, false, false, false, "nothing synced yet"),
+            (
+                false,
+                false,
+                true,
+                true,
+                false,
+                "leading does not replace syncing",
+            ),
+            (
+                true,
+                false,
+                false,
+                false,
+                true,
+                "election off: synced is enough",
+            ),
+            (
+                false,
+                true,
+                false,
+                false,
+                true,
+                "HA: a checked standby is ready",
+            ),
+            (true, true, false, true, true, "HA: the leader stays ready"),
             (
                 true,
                 true,
+                true,
                 false,
                 false,
-                "election on: a standby is not ready",
+                "--ready-requires-lease: a standby is not ready",
             ),
-            (true, true, true, true, "election on: synced leader"),
+            (
+                true,
+                false,
+                true,
+                true,
+                true,
+                "--ready-requires-lease: synced leader",
+            ),
         ];
-        for (synced, required, leader, ready, why) in cases {
+        for (synced, standby, required, leader, ready, why) in cases {
             let r = Readiness::default();
             if synced {
                 r.set_synced();
+            }
+            if standby {
+                r.set_standby();
             }
             r.set_leader_required(required);
             r.set_leader(leader);

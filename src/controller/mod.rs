@@ -105,11 +105,17 @@ pub struct RunArgs {
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
 
-    /// With leader election, /readyz is ready only on the replica holding the lease. The chart
-    /// turns this off for rolling updates (a standby replica would never become ready, so a
-    /// rollout could never finish); leadership is then visible as `hss_operator_leader`.
-    #[arg(long, env = "HSS_READY_REQUIRES_LEASE", default_value_t = true, action = clap::ArgAction::Set)]
+    /// With leader election, make /readyz ready only on the replica holding the lease. Off by
+    /// default: a standby is ready (it passed its checks and can take over), so rolling updates
+    /// and `helm install --wait` finish; leadership is `hss_operator_leader` and the Lease.
+    #[arg(long, env = "HSS_READY_REQUIRES_LEASE", default_value_t = false, action = clap::ArgAction::Set)]
     pub ready_requires_lease: bool,
+
+    /// On SIGTERM, how long reconciles in flight may take to finish before they are abandoned
+    /// (safe: the submission protocol resolves an interrupted attempt by lookup). Keep it below
+    /// the pod's terminationGracePeriodSeconds, which must also cover releasing the Lease.
+    #[arg(long, env = "HSS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
 
     /// Do not run the ClusterScanTrigger controller (no Node watch needed).
     #[arg(long, env = "HSS_DISABLE_TRIGGERS")]
@@ -206,6 +212,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub leadership: Leadership,
+    /// `run` checked every permission at start (standby included): skip it per leadership term.
+    pub permissions_checked: bool,
 }
 
 impl Runtime {
@@ -216,6 +224,7 @@ impl Runtime {
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::default(),
             leadership: Leadership::always(),
+            permissions_checked: false,
         }
     }
 }
@@ -725,11 +734,13 @@ pub async fn run_with_runtime(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let fail_point = runtime.fail_point.clone();
-    preflight(
-        &kube,
-        &permissions::required(&args.namespaces, !args.disable_triggers, None),
-    )
-    .await?;
+    if !runtime.permissions_checked {
+        preflight(
+            &kube,
+            &permissions::required(&args.namespaces, !args.disable_triggers, None),
+        )
+        .await?;
+    }
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
@@ -942,21 +953,29 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         shutdown.clone(),
     ));
 
+    // Every replica checks everything it may need before it campaigns, so a missing
+    // permission fails each pod at start, not only the one that happens to lead.
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let lease = args.leader_election.then(|| permissions::LeaseRef {
+        namespace: &lease_namespace,
+        name: &args.lease_name,
+    });
+    preflight(
+        &kube,
+        &permissions::required(&args.namespaces, !args.disable_triggers, lease),
+    )
+    .await?;
     let leadership = if args.leader_election {
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let lease_needs: Vec<_> = permissions::required(&[], false, Some(&namespace))
-            .into_iter()
-            .filter(|n| n.resource == "leases")
-            .collect();
-        preflight(&kube, &lease_needs).await?;
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-        let mut config = LeaseConfig::new(namespace, args.lease_name.clone(), identity);
+        let mut config =
+            LeaseConfig::new(lease_namespace.clone(), args.lease_name.clone(), identity);
         config.duration = args.lease_duration;
         config.renew_every = args.lease_duration / 3;
+        readiness.set_standby();
         Leadership::start(kube.clone(), config)
     } else {
         Leadership::always()
@@ -966,6 +985,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         leadership: leadership.clone(),
+        permissions_checked: true,
     };
     let mut watch = leadership.watch();
     loop {
@@ -979,10 +999,22 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         readiness.set_leader(true);
         let mut lost = watch.clone();
         let stop = shutdown.clone();
+        let grace_over = {
+            let stop = shutdown.clone();
+            let grace = args.shutdown_grace;
+            async move {
+                stop.await;
+                tokio::time::sleep(grace).await;
+            }
+        };
         let outcome = tokio::select! {
             r = run_with_runtime(args.clone(), kube.clone(), runtime.clone(), stop) => Some(r),
             // Only a real change counts: without election the channel is closed (always leader).
             Ok(_) = lost.wait_for(|leader| !*leader) => None,
+            () = grace_over => {
+                tracing::warn!(grace = ?args.shutdown_grace, "shutting down: reconciles still in flight are abandoned (interrupted submissions are resolved by lookup)");
+                Some(Ok(()))
+            }
         };
         metrics.set_leader(false);
         readiness.set_leader(false);
@@ -994,7 +1026,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             None => tracing::warn!("lost the lease: controllers stopped; campaigning again"),
         }
     }
+    // The controllers are stopped (or dropped): nothing of ours writes any more, so the
+    // successor may take over at once instead of after the lease duration.
     leadership.release().await;
+    tracing::info!("stopped");
     let _ = admin.await;
     Ok(())
 }

@@ -7,7 +7,8 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::{Api, Client, api::PostParams};
 
-/// One permission: verb on group/resource (subresource) in a namespace (`None`: all).
+/// One permission: verb on group/resource (subresource) in a namespace (`None`: all), on one
+/// object by name where the operator only ever touches that one (`None`: any name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need {
     pub verb: &'static str,
@@ -15,6 +16,7 @@ pub struct Need {
     pub resource: &'static str,
     pub subresource: Option<&'static str>,
     pub namespace: Option<String>,
+    pub name: Option<String>,
 }
 
 impl std::fmt::Display for Need {
@@ -34,7 +36,16 @@ impl std::fmt::Display for Need {
             .map_or("in all namespaces".to_string(), |ns| {
                 format!("in namespace {ns}")
             });
-        write!(f, "{} {}{group}{sub} {scope}", self.verb, self.resource)
+        let name = self
+            .name
+            .as_deref()
+            .map(|n| format!(" named {n}"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{} {}{group}{sub}{name} {scope}",
+            self.verb, self.resource
+        )
     }
 }
 
@@ -51,11 +62,22 @@ fn need(
         resource,
         subresource,
         namespace,
+        name: None,
     }
 }
 
+/// The Lease used for leader election: namespace and name.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseRef<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
 /// What `run` needs with these settings. Pure.
-pub fn required(namespaces: &[String], triggers: bool, lease_namespace: Option<&str>) -> Vec<Need> {
+///
+/// The Lease is asked for by name where the elector only touches that one Lease (get, update),
+/// as the chart grants it; `create` cannot be limited by name in RBAC, so it is asked for any.
+pub fn required(namespaces: &[String], triggers: bool, lease: Option<LeaseRef<'_>>) -> Vec<Need> {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
@@ -116,15 +138,20 @@ pub fn required(namespaces: &[String], triggers: bool, lease_namespace: Option<&
             needs.push(need(verb, "", "nodes", None, None));
         }
     }
-    if let Some(ns) = lease_namespace {
-        for verb in ["get", "create", "update"] {
-            needs.push(need(
-                verb,
-                "coordination.k8s.io",
-                "leases",
-                None,
-                Some(ns.to_string()),
-            ));
+    if let Some(lease) = lease {
+        let ns = Some(lease.namespace.to_string());
+        needs.push(need(
+            "create",
+            "coordination.k8s.io",
+            "leases",
+            None,
+            ns.clone(),
+        ));
+        for verb in ["get", "update"] {
+            needs.push(Need {
+                name: Some(lease.name.to_string()),
+                ..need(verb, "coordination.k8s.io", "leases", None, ns.clone())
+            });
         }
     }
     needs
@@ -143,6 +170,7 @@ pub async fn missing(client: &Client, needs: &[Need]) -> Result<Vec<Need>, kube:
                     resource: Some(n.resource.to_string()),
                     subresource: n.subresource.map(str::to_string),
                     namespace: n.namespace.clone(),
+                    name: n.name.clone(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -163,7 +191,14 @@ mod tests {
 
     #[test]
     fn needs_follow_the_settings() {
-        let all = required(&[], true, Some("ops"));
+        let all = required(
+            &[],
+            true,
+            Some(LeaseRef {
+                namespace: "ops",
+                name: "hss-operator",
+            }),
+        );
         assert!(
             all.iter()
                 .any(|n| n.resource == "nodes" && n.namespace.is_none())
@@ -192,6 +227,31 @@ mod tests {
             )
             .to_string(),
             "patch clusterscantasks.hss.scanops.dev/status in all namespaces"
+        );
+    }
+
+    #[test]
+    fn the_lease_is_asked_for_by_name_except_for_create_which_rbac_cannot_limit() {
+        let lease = LeaseRef {
+            namespace: "hss-system",
+            name: "hss-operator",
+        };
+        let leases: Vec<_> = required(&[], false, Some(lease))
+            .into_iter()
+            .filter(|n| n.resource == "leases")
+            .collect();
+        let named: Vec<_> = leases.iter().map(|n| (n.verb, n.name.as_deref())).collect();
+        assert_eq!(
+            named,
+            [
+                ("create", None),
+                ("get", Some("hss-operator")),
+                ("update", Some("hss-operator"))
+            ]
+        );
+        assert_eq!(
+            leases[1].to_string(),
+            "get leases.coordination.k8s.io named hss-operator in namespace hss-system"
         );
     }
 }

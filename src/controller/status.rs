@@ -18,6 +18,9 @@ pub const COMPLETE: &str = "Complete";
 pub const FAILED: &str = "Failed";
 pub const THROTTLED: &str = "Throttled";
 pub const CREDENTIALS_READY: &str = "CredentialsReady";
+/// True on every final phase (Succeeded, PartiallyFailed, Failed), with the phase as reason:
+/// `kubectl wait --for=condition=Finished` ends on success and failure alike.
+pub const FINISHED: &str = "Finished";
 
 pub fn now() -> Time {
     Time(jiff::Timestamp::now())
@@ -80,6 +83,35 @@ pub fn phase(obj: &ClusterScanTask) -> Phase {
         .unwrap_or_default()
 }
 
+/// `status` with `Finished=True` (reason: the phase) when its phase is final; unchanged
+/// otherwise. Pure.
+pub fn with_finished(
+    status: &ClusterScanTaskStatus,
+    generation: Option<i64>,
+) -> std::borrow::Cow<'_, ClusterScanTaskStatus> {
+    let Some(phase) = status.phase.filter(|p| p.is_final()) else {
+        return std::borrow::Cow::Borrowed(status);
+    };
+    let done = condition(status, FINISHED)
+        .is_some_and(|c| c.status == "True" && c.reason == phase.as_str());
+    if done {
+        return std::borrow::Cow::Borrowed(status);
+    }
+    let mut st = status.clone();
+    set_condition(
+        &mut st,
+        generation,
+        FINISHED,
+        true,
+        phase.as_str(),
+        format!(
+            "the scan ended {}; see the Complete and Failed conditions",
+            phase.as_str()
+        ),
+    );
+    std::borrow::Cow::Owned(st)
+}
+
 /// Builds a `LastError`, never longer than 1 KiB of message.
 pub fn last_error(
     category: &str,
@@ -102,11 +134,15 @@ pub fn last_error(
 /// Every status write is conditional: a whole-status apply computed from a stale cached copy
 /// would otherwise replace a newer status, erasing a task id the operator had already written
 /// (the chaos test caught exactly that, and a second task followed).
+///
+/// A final phase always carries `Finished=True` (see [`with_finished`]), whichever path
+/// ended the scan.
 pub async fn write(
     api: &Api<ClusterScanTask>,
     obj: &ClusterScanTask,
     status: &ClusterScanTaskStatus,
 ) -> Result<ClusterScanTask, kube::Error> {
+    let status = with_finished(status, obj.metadata.generation);
     let mut metadata = serde_json::json!({ "name": obj.name_any() });
     if let Some(rv) = obj.resource_version() {
         metadata["resourceVersion"] = serde_json::Value::String(rv);
@@ -115,7 +151,7 @@ pub async fn write(
         "apiVersion": "hss.scanops.dev/v1alpha1",
         "kind": "ClusterScanTask",
         "metadata": metadata,
-        "status": status,
+        "status": &*status,
     });
     api.patch_status(
         &obj.name_any(),
@@ -160,5 +196,50 @@ mod tests {
         );
         assert!(clear_condition(&mut status, THROTTLED));
         assert!(condition(&status, THROTTLED).is_none());
+    }
+
+    #[test]
+    fn every_final_phase_and_only_a_final_phase_is_finished() {
+        // (phase, finished, reason)
+        let cases = [
+            (Phase::Pending, false, "not started"),
+            (Phase::Submitting, false, "attempt unresolved"),
+            (Phase::Running, false, "HSS still scanning"),
+            (Phase::Succeeded, true, "success ends it"),
+            (Phase::PartiallyFailed, true, "partial failure ends it"),
+            (
+                Phase::Failed,
+                true,
+                "failure ends it: kubectl wait must not hang",
+            ),
+        ];
+        for (phase, finished, why) in cases {
+            let st = ClusterScanTaskStatus {
+                phase: Some(phase),
+                ..Default::default()
+            };
+            let out = with_finished(&st, Some(3));
+            let cond = condition(&out, FINISHED);
+            assert_eq!(cond.is_some(), finished, "{why}");
+            if let Some(c) = cond {
+                assert_eq!(
+                    (c.status.as_str(), c.reason.as_str(), c.observed_generation),
+                    ("True", phase.as_str(), Some(3)),
+                    "{why}"
+                );
+            }
+        }
+        let done = with_finished(
+            &ClusterScanTaskStatus {
+                phase: Some(Phase::Failed),
+                ..Default::default()
+            },
+            Some(1),
+        )
+        .into_owned();
+        assert!(
+            matches!(with_finished(&done, Some(1)), std::borrow::Cow::Borrowed(_)),
+            "already finished: no copy, no change"
+        );
     }
 }

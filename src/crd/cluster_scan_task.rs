@@ -216,7 +216,9 @@ pub struct ClusterScanTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
 
-    /// Submitted, Complete, Failed, Throttled and CredentialsReady.
+    /// Submitted, Complete, Failed, Finished, Throttled and CredentialsReady. Finished is True
+    /// on every final phase (reason: the phase), so `kubectl wait --for=condition=Finished`
+    /// ends on success and failure alike.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 

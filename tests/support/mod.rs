@@ -109,13 +109,20 @@ pub async fn admin() -> Client {
 
 /// Applies crds/*.yaml (once per test binary) and waits until they are established.
 pub async fn install_crds(client: &Client) {
+    install_crds_from(client, &repo().join("crds/crds.yaml")).await;
+}
+
+/// Applies the CRDs in `path` (once per test binary: the first caller's file wins) and waits
+/// until they are established.
+pub async fn install_crds_from(client: &Client, path: &Path) {
     static INSTALLED: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
     let mut installed = INSTALLED.lock().await;
     if *installed {
         return;
     }
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text = std::fs::read_to_string(repo().join("crds/crds.yaml")).expect("crds/crds.yaml");
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let docs: Vec<CustomResourceDefinition> =
         serde_saphyr::from_str_multiple(&text).expect("CRD YAML parses");
     for crd in docs {
