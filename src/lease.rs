@@ -88,8 +88,6 @@ use tokio::{
     time::{Instant, sleep_until, timeout_at},
 };
 
-/// The field manager of every Lease write.
-pub const FIELD_MANAGER: &str = "hss-operator";
 /// Default lease duration (client-go's default).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(15);
 /// Default renewal interval.
@@ -230,7 +228,7 @@ impl Shared {
 
     async fn replace(&self, lease: &Lease) -> Result<Lease, Error> {
         let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
+            field_manager: Some(crate::kit::FIELD_MANAGER.into()),
             ..PostParams::default()
         };
         self.api
@@ -357,7 +355,7 @@ impl Elector {
                 spec: Some(shared.claim(LeaseSpec::default(), now)),
             };
             let pp = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
+                field_manager: Some(crate::kit::FIELD_MANAGER.into()),
                 ..PostParams::default()
             };
             let written = shared

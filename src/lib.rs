@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod hss;
+pub mod kit;
 pub mod lease;
 pub mod metrics;
 pub mod simulator;

@@ -15,7 +15,6 @@
 //! id is at least recorded in an Event, then lets the object go. It never validates the spec
 //! and never waits on HSS longer than `--cleanup-timeout`.
 
-pub mod events;
 pub mod permissions;
 pub mod poller;
 pub mod status;
@@ -31,11 +30,11 @@ use std::{
 use futures::{StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Recorder, Reporter},
+        events::Recorder,
         finalizer::{self, Event as Finalizer},
         reflector::{self, ObjectRef, Store},
         watcher::{self, watcher},
@@ -48,6 +47,7 @@ use crate::{
     config::{self, HssArgs, Overrides},
     crd::{ClusterScanTask, FINALIZER, Phase},
     hss::{self, Budget, Credentials, HssClient, resolve},
+    kit::{events, retry::FailureStreaks},
     lease::{Leadership, LeaseConfig},
     metrics::Metrics,
 };
@@ -199,7 +199,7 @@ pub struct Context {
     pub(crate) post_gate: tokio::sync::RwLock<()>,
     fail_point: Option<FailPoint>,
     /// Consecutive reconcile failures per object, for error_policy backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: FailureStreaks,
     pub metrics: Arc<Metrics>,
     /// Checked right before every CreateTask POST.
     pub leadership: Leadership,
@@ -303,9 +303,7 @@ impl Context {
 
     /// Publishes an Event; failures to publish are logged, never fatal.
     pub(crate) async fn event(&self, obj: &ClusterScanTask, ev: kube::runtime::events::Event) {
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason = %ev.reason, "failed to publish an Event");
-        }
+        events::publish(&self.recorder, obj, &ev).await;
     }
 
     /// The HSS client for `obj` (its spec's overrides and credentials), shared by all objects
@@ -498,11 +496,7 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
         Err(e) => ctx.metrics.reconcile_failed(e.category()),
     }
     if result.is_ok() {
-        // A success ends the error_policy backoff streak.
-        ctx.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&uid);
+        ctx.failures.succeeded(&uid);
     }
     result
 }
@@ -698,19 +692,12 @@ impl Error {
 }
 
 fn error_policy(obj: Arc<ClusterScanTask>, err: &Error, ctx: Arc<Context>) -> Action {
-    if err.is_conflict() {
-        tracing::debug!("status write conflicted with a newer version; retrying from a fresh copy");
-        return Action::requeue(Duration::from_millis(500));
-    }
-    let uid = Context::uid(&obj);
-    let n = {
-        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(uid).or_insert(0);
-        *n += 1;
-        *n
-    };
-    tracing::warn!(category = err.category(), error = %crate::report_error(err), failures = n, "reconcile failed");
-    Action::requeue(submit::backoff(n))
+    ctx.failures.on_error(
+        &Context::uid(&obj),
+        err.category(),
+        &crate::report_error(err),
+        err.is_conflict(),
+    )
 }
 
 /// Builds the context and runs the controllers (one per watched namespace, or one for all)
@@ -788,13 +775,7 @@ pub async fn run_with_runtime(
         .collect();
     let ctx = Arc::new(Context {
         kube: kube.clone(),
-        recorder: Recorder::new(
-            kube.clone(),
-            Reporter {
-                controller: "hss-operator".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: events::recorder(kube.clone()),
         poller: poller.clone(),
         args,
         budget,
@@ -805,7 +786,7 @@ pub async fn run_with_runtime(
         deleted_claims: Mutex::default(),
         post_gate: tokio::sync::RwLock::new(()),
         fail_point,
-        failures: Mutex::default(),
+        failures: FailureStreaks::default(),
         metrics: runtime.metrics.clone(),
         leadership: runtime.leadership.clone(),
     });

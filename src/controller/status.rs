@@ -1,16 +1,13 @@
-//! Status: phases, conditions and the one way status is written (server-side apply, one field
-//! manager, the whole status every time).
+//! ClusterScanTask status: phases, its condition types, `lastError`, and its writer (the
+//! kit's conditional whole-status apply, plus `Finished` on every final phase).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
+use kube::Api;
+
+use crate::{
+    crd::{ClusterScanTask, ClusterScanTaskStatus, Phase, cluster_scan_task::LastError},
+    kit::{self, conditions},
 };
-
-use crate::crd::{ClusterScanTask, ClusterScanTaskStatus, Phase, cluster_scan_task::LastError};
-
-/// Field manager for everything the operator writes.
-pub const FIELD_MANAGER: &str = "hss-operator";
 
 /// Condition types.
 pub const SUBMITTED: &str = "Submitted";
@@ -26,8 +23,8 @@ pub fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-/// Sets condition `type_` on `status`, keeping `lastTransitionTime` when the status value does
-/// not change. Returns whether anything changed.
+/// Sets condition `type_` on `status` now (see [`conditions::set`]). Returns whether status,
+/// reason or message changed.
 pub fn set_condition(
     status: &mut ClusterScanTaskStatus,
     generation: Option<i64>,
@@ -36,43 +33,24 @@ pub fn set_condition(
     reason: &str,
     message: impl Into<String>,
 ) -> bool {
-    let value = if value { "True" } else { "False" };
-    let message: String = message.into();
-    let message: String = message.chars().take(1024).collect();
-    if let Some(c) = status.conditions.iter_mut().find(|c| c.type_ == type_) {
-        let changed = c.status != value
-            || c.reason != reason
-            || c.message != message
-            || c.observed_generation != generation;
-        if c.status != value {
-            c.last_transition_time = now();
-        }
-        c.status = value.to_string();
-        c.reason = reason.to_string();
-        c.message = message;
-        c.observed_generation = generation;
-        return changed;
-    }
-    status.conditions.push(Condition {
-        type_: type_.to_string(),
-        status: value.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: now(),
-    });
-    true
+    conditions::set(
+        &mut status.conditions,
+        generation,
+        type_,
+        value,
+        reason,
+        &message.into(),
+        jiff::Timestamp::now(),
+    )
 }
 
 /// Removes condition `type_`. Returns whether it was there.
 pub fn clear_condition(status: &mut ClusterScanTaskStatus, type_: &str) -> bool {
-    let before = status.conditions.len();
-    status.conditions.retain(|c| c.type_ != type_);
-    before != status.conditions.len()
+    conditions::clear(&mut status.conditions, type_)
 }
 
 pub fn condition<'a>(status: &'a ClusterScanTaskStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
+    conditions::get(&status.conditions, type_)
 }
 
 /// The phase of an object, `Pending` when unset.
@@ -128,12 +106,8 @@ pub fn last_error(
     }
 }
 
-/// Writes `status` as the whole status of `obj` by server-side apply, only if the object is
-/// still at the resourceVersion it was computed from (a 409 otherwise).
-///
-/// Every status write is conditional: a whole-status apply computed from a stale cached copy
-/// would otherwise replace a newer status, erasing a task id the operator had already written
-/// (the chaos test caught exactly that, and a second task followed).
+/// Writes `status` as the whole status of `obj`, only if the object is still at the
+/// resourceVersion it was computed from (a 409 otherwise; see [`kit::status`]).
 ///
 /// A final phase always carries `Finished=True` (see [`with_finished`]), whichever path
 /// ended the scan.
@@ -143,60 +117,12 @@ pub async fn write(
     status: &ClusterScanTaskStatus,
 ) -> Result<ClusterScanTask, kube::Error> {
     let status = with_finished(status, obj.metadata.generation);
-    let mut metadata = serde_json::json!({ "name": obj.name_any() });
-    if let Some(rv) = obj.resource_version() {
-        metadata["resourceVersion"] = serde_json::Value::String(rv);
-    }
-    let patch = serde_json::json!({
-        "apiVersion": "hss.scanops.dev/v1alpha1",
-        "kind": "ClusterScanTask",
-        "metadata": metadata,
-        "status": &*status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
+    kit::status::write(api, obj, &*status).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conditions_keep_transition_time_when_the_value_stays() {
-        let mut status = ClusterScanTaskStatus::default();
-        assert!(set_condition(
-            &mut status,
-            Some(1),
-            THROTTLED,
-            true,
-            "Waiting",
-            "a"
-        ));
-        let first = condition(&status, THROTTLED)
-            .expect("set")
-            .last_transition_time
-            .clone();
-        assert!(
-            !set_condition(&mut status, Some(1), THROTTLED, true, "Waiting", "a"),
-            "no change"
-        );
-        assert!(
-            set_condition(&mut status, Some(1), THROTTLED, true, "Waiting", "b"),
-            "message changed"
-        );
-        assert_eq!(
-            condition(&status, THROTTLED)
-                .expect("set")
-                .last_transition_time,
-            first
-        );
-        assert!(clear_condition(&mut status, THROTTLED));
-        assert!(condition(&status, THROTTLED).is_none());
-    }
 
     #[test]
     fn every_final_phase_and_only_a_final_phase_is_finished() {

@@ -54,7 +54,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use kube::{ResourceExt, api::Api, runtime::controller::Action};
 
-use super::{Context, Error, Step, events, status};
+use super::{Context, Error, Step, status};
+use crate::kit::{events, retry::backoff};
 use crate::{
     crd::{ClusterScanTask, ClusterScanTaskStatus, Phase, cluster_scan_task::Submission},
     hss::{
@@ -64,19 +65,6 @@ use crate::{
         resolve::{self, Lookup},
     },
 };
-
-/// Exponential backoff with jitter for attempt `n` (1-based): 2 s doubling to 5 min.
-pub fn backoff(attempts: u32) -> Duration {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(2))
-        .with_max_delay(Duration::from_secs(300))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(attempts.saturating_sub(1).min(30) as usize)
-        .unwrap_or(Duration::from_secs(300))
-}
 
 fn millis(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
     t.0.as_millisecond()

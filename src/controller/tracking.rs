@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
 
-use super::{Context, Error, events, status, submit::backoff};
+use super::{Context, Error, status};
+use crate::kit::{events, retry::backoff};
 use crate::{
     crd::{
         ClusterScanTask, Phase,

@@ -71,11 +71,11 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, PostParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Recorder, Reporter},
+        events::Recorder,
         reflector::{self, Store},
         watcher,
     },
@@ -85,13 +85,13 @@ use tracing::Instrument;
 pub use clock::{Clock, ManualClockHandle};
 
 use crate::{
-    controller::{events, status::FIELD_MANAGER},
     crd::{
         ClusterScanTask, ClusterScanTrigger, ClusterScanTriggerStatus,
         cluster_scan_trigger::{
             RUN_REASON_LABEL, RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION, TRIGGER_LABEL,
         },
     },
+    kit::{self, events, retry::FailureStreaks},
 };
 use decide::{Decision, Inputs, PlannedRun, RunInfo};
 use nodes::NodeView;
@@ -125,6 +125,11 @@ impl Error {
             Error::RunsNotSynced => "cache_not_synced",
         }
     }
+
+    /// A status write lost a race with a newer version (409): not a failure.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::WriteStatus(e) if kit::status::is_conflict(e))
+    }
 }
 
 /// Everything reconcile touches.
@@ -136,7 +141,7 @@ struct Context {
     nodes: Store<NodeView>,
     api_server: tokio::sync::watch::Receiver<Option<String>>,
     /// Consecutive reconcile failures per trigger, for error_policy backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: FailureStreaks,
     /// Our own writes the caches may not show yet (see [`Context::catch_up`]).
     written: Mutex<HashMap<String, Written>>,
 }
@@ -206,9 +211,7 @@ impl Context {
     }
 
     async fn event(&self, trigger: &ClusterScanTrigger, ev: kube::runtime::events::Event) {
-        if let Err(e) = self.recorder.publish(&ev, &trigger.object_ref(&())).await {
-            tracing::warn!(error = %e, reason = %ev.reason, "failed to publish an Event");
-        }
+        events::publish(&self.recorder, trigger, &ev).await;
     }
 }
 
@@ -243,18 +246,12 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         kube: kube.clone(),
-        recorder: Recorder::new(
-            kube.clone(),
-            Reporter {
-                controller: "hss-operator".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: events::recorder(kube.clone()),
         clock: clock.clone(),
         runs,
         nodes,
         api_server: api_server.clone(),
-        failures: Mutex::default(),
+        failures: FailureStreaks::default(),
         written: Mutex::default(),
     });
     let controller = Controller::new(triggers, watcher::Config::default().any_semantic())
@@ -300,10 +297,7 @@ async fn reconcile(trigger: Arc<ClusterScanTrigger>, ctx: Arc<Context>) -> Resul
         .instrument(span)
         .await;
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&trigger.uid().unwrap_or_default());
+        ctx.failures.succeeded(&trigger.uid().unwrap_or_default());
     }
     result
 }
@@ -557,7 +551,7 @@ fn refused_status(
     st
 }
 
-/// Writes the whole status by server-side apply.
+/// Writes the whole status, conditional on the trigger's resourceVersion (see [`kit::status`]).
 async fn write_status(
     trigger: &ClusterScanTrigger,
     status: &ClusterScanTriggerStatus,
@@ -566,38 +560,19 @@ async fn write_status(
     let api: Api<ClusterScanTrigger> =
         Api::namespaced(ctx.kube.clone(), &trigger.namespace().unwrap_or_default());
     tracing::debug!(status = %serde_json::to_string(status).unwrap_or_default(), "writing status");
-    let patch = serde_json::json!({
-        "apiVersion": "hss.scanops.dev/v1alpha1",
-        "kind": "ClusterScanTrigger",
-        "metadata": {"name": trigger.name_any()},
-        "status": status,
-    });
-    api.patch_status(
-        &trigger.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::WriteStatus)?;
+    kit::status::write(&api, trigger, status)
+        .await
+        .map_err(Error::WriteStatus)?;
     Ok(())
 }
 
 fn error_policy(trigger: Arc<ClusterScanTrigger>, err: &Error, ctx: Arc<Context>) -> Action {
-    let n = {
-        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures
-            .entry(trigger.uid().unwrap_or_default())
-            .or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
-    tracing::warn!(
-        category = err.category(),
-        error = %crate::report_error(err),
-        failures = n,
-        "trigger reconcile failed"
-    );
-    Action::requeue(crate::controller::submit::backoff(n))
+    ctx.failures.on_error(
+        &trigger.uid().unwrap_or_default(),
+        err.category(),
+        &crate::report_error(err),
+        err.is_conflict(),
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,30 @@
-//! Event helpers: one Recorder, fixed reporter name, PascalCase reasons.
+//! Events: one Recorder with the fixed reporter name, Event builders, PascalCase reasons.
 
-use kube::runtime::events::{Event, EventType};
+use kube::{
+    Client, Resource,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+/// The reporting controller of every Event the operator publishes.
+pub const REPORTER: &str = "hss-operator";
+
+/// The Recorder: reporter [`REPORTER`], instance the pod's name (`POD_NAME`) when set.
+pub fn recorder(kube: Client) -> Recorder {
+    Recorder::new(
+        kube,
+        Reporter {
+            controller: REPORTER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    )
+}
+
+/// Publishes `ev` about `obj`; a failure to publish is logged, never fatal.
+pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, ev: &Event) {
+    if let Err(e) = recorder.publish(ev, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = %ev.reason, "failed to publish an Event");
+    }
+}
 
 pub fn normal(reason: &str, action: &str, note: &str) -> Event {
     event(EventType::Normal, reason, action, note)

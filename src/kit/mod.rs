@@ -1,0 +1,16 @@
+//! The small kit below both controllers (ClusterScanTask and ClusterScanTrigger), so that each
+//! rule the API server or the operator's users rely on is written once:
+//!
+//! - [`conditions`]: setting a condition, given `now`, with one rule for messages;
+//! - [`status`]: the status writer, always server-side apply with the one field manager and a
+//!   resourceVersion precondition;
+//! - [`events`]: the Recorder with the fixed reporter, Event builders, reasons;
+//! - [`retry`]: backoff and the failure-streak error policy.
+
+pub mod conditions;
+pub mod events;
+pub mod retry;
+pub mod status;
+
+/// The field manager of everything the operator writes (status, Leases, runs).
+pub const FIELD_MANAGER: &str = "hss-operator";
