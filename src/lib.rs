@@ -14,6 +14,8 @@ pub mod hss;
 pub mod kit;
 pub mod lease;
 pub mod metrics;
+pub mod operator;
+pub mod permissions;
 pub mod simulator;
 pub mod submit;
 pub mod telemetry;

@@ -4,8 +4,8 @@
 mod support;
 
 use hss_operator::{
-    controller::{self, Error},
     crd::{ClusterScanTask, Phase},
+    operator::{self, Error},
     simulator::{SimConfig, Simulator},
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -51,7 +51,7 @@ async fn the_operator_works_with_exactly_the_chart_rbac_and_names_what_is_missin
         .expect("simulator");
 
     // Without RBAC: refuses to start, listing the missing permissions.
-    let err = controller::run_with(
+    let err = operator::run_with(
         run_args(&sim.base_url(), &ns, &[]),
         restricted.clone(),
         None,

@@ -1,4 +1,6 @@
-//! The ClusterScanTask controller.
+//! The ClusterScanTask controller. The process around it (flags, admin server, leader
+//! election, signals) is [`crate::operator`]; what it shares with the trigger controller is
+//! [`crate::kit`].
 //!
 //! Reconcile is a pipeline: read what the object references (Secret) -> validate the spec
 //! (pure) -> decide from the phase -> act on HSS -> write status. The reconciler never asks
@@ -15,7 +17,6 @@
 //! id is at least recorded in an Event, then lets the object go. It never validates the spec
 //! and never waits on HSS longer than `--cleanup-timeout`.
 
-pub mod permissions;
 pub mod poller;
 pub mod status;
 pub mod submit;
@@ -48,7 +49,7 @@ use crate::{
     crd::{ClusterScanTask, FINALIZER, Phase},
     hss::{self, Budget, Credentials, HssClient, resolve},
     kit::{events, retry::FailureStreaks},
-    lease::{Leadership, LeaseConfig},
+    lease::Leadership,
     metrics::Metrics,
 };
 
@@ -57,15 +58,11 @@ pub use poller::Poller;
 /// How long a deleted object's task id stays claimed: longer than any lookup window.
 const DELETED_CLAIM_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// `hss-operator run` flags.
+/// The ClusterScanTask controller's flags (part of `hss-operator run`).
 #[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
+pub struct ScanArgs {
     #[command(flatten)]
     pub hss: HssArgs,
-
-    /// Watch only these namespaces (repeat the flag or separate with commas; default: all).
-    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
-    pub namespaces: Vec<String>,
 
     /// Default credentials from a Secret, as NAMESPACE/NAME (keys accessKey, secretKey,
     /// optional securityToken, or authToken), used when a ClusterScanTask names none and no
@@ -84,42 +81,6 @@ pub struct RunArgs {
     /// How old an attempt must be before a lookup that finds no task is trusted.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lookup_settle: Duration,
-
-    /// Address of the admin server: /livez, /readyz, /metrics.
-    #[arg(long, env = "HSS_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
-    pub admin_listen: std::net::SocketAddr,
-
-    /// Elect a leader through a coordination.k8s.io Lease; only the leader reconciles.
-    #[arg(long, env = "HSS_LEADER_ELECTION")]
-    pub leader_election: bool,
-
-    /// Name of the Lease used for leader election.
-    #[arg(long, env = "HSS_LEASE_NAME", default_value = "hss-operator")]
-    pub lease_name: String,
-
-    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else "default").
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub lease_namespace: Option<String>,
-
-    /// How long a lease stays valid without renewal; a leader stops writing after 2/3 of it.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-    pub lease_duration: Duration,
-
-    /// With leader election, make /readyz ready only on the replica holding the lease. Off by
-    /// default: a standby is ready (it passed its checks and can take over), so rolling updates
-    /// and `helm install --wait` finish; leadership is `hss_operator_leader` and the Lease.
-    #[arg(long, env = "HSS_READY_REQUIRES_LEASE", default_value_t = false, action = clap::ArgAction::Set)]
-    pub ready_requires_lease: bool,
-
-    /// On SIGTERM, how long reconciles in flight may take to finish before they are abandoned
-    /// (safe: the submission protocol resolves an interrupted attempt by lookup). Keep it below
-    /// the pod's terminationGracePeriodSeconds, which must also cover releasing the Lease.
-    #[arg(long, env = "HSS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
-
-    /// Do not run the ClusterScanTrigger controller (no Node watch needed).
-    #[arg(long, env = "HSS_DISABLE_TRIGGERS")]
-    pub disable_triggers: bool,
 
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
@@ -140,10 +101,6 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
     #[error("failed to reach the Kubernetes API")]
     Kube(#[source] kube::Error),
-    #[error("failed to start the admin server")]
-    Admin(#[source] std::io::Error),
-    #[error("failed to start: the operator's identity lacks permissions (see the chart's RBAC):\n  - {}", .0.join("\n  - "))]
-    Forbidden(Vec<String>),
 }
 
 impl Error {
@@ -161,8 +118,6 @@ impl Error {
                 _ => "finalizer",
             },
             Error::Kube(_) => "kube",
-            Error::Admin(_) => "admin",
-            Error::Forbidden(_) => "forbidden",
         }
     }
 }
@@ -184,7 +139,7 @@ pub struct Context {
     pub kube: Client,
     pub recorder: Recorder,
     pub poller: Poller,
-    pub args: RunArgs,
+    pub args: ScanArgs,
     pub budget: Budget,
     http: reqwest::Client,
     clients: Mutex<HashMap<String, HssClient>>,
@@ -205,15 +160,13 @@ pub struct Context {
     pub leadership: Leadership,
 }
 
-/// What `run` shares with the controllers: metrics, readiness, leadership, test hooks.
+/// What the process shares with this controller: metrics, readiness, leadership, test hooks.
 #[derive(Clone)]
 pub struct Runtime {
     pub fail_point: Option<FailPoint>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub leadership: Leadership,
-    /// `run` checked every permission at start (standby included): skip it per leadership term.
-    pub permissions_checked: bool,
 }
 
 impl Runtime {
@@ -224,7 +177,6 @@ impl Runtime {
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::default(),
             leadership: Leadership::always(),
-            permissions_checked: false,
         }
     }
 }
@@ -700,39 +652,39 @@ fn error_policy(obj: Arc<ClusterScanTask>, err: &Error, ctx: Arc<Context>) -> Ac
     )
 }
 
-/// Builds the context and runs the controllers (one per watched namespace, or one for all)
-/// and the poller until `shutdown` resolves.
-pub async fn run_with(
-    args: RunArgs,
-    kube: Client,
-    fail_point: Option<FailPoint>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), Error> {
-    run_with_runtime(args, kube, Runtime::standalone(fail_point), shutdown).await
+/// Every few seconds: objects by phase, unresolved submissions, tracked tasks, last poll.
+async fn report_gauges(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticker.tick().await;
+        let mut counts: HashMap<&'static str, i64> = HashMap::new();
+        for store in &ctx.stores {
+            for obj in store.state() {
+                *counts.entry(status::phase(&obj).as_str()).or_default() += 1;
+            }
+        }
+        let unresolved = counts.get(Phase::Submitting.as_str()).copied().unwrap_or(0);
+        ctx.metrics
+            .set_objects_by_phase(&counts.into_iter().collect::<Vec<_>>());
+        ctx.metrics.set_unresolved_submissions(unresolved);
+        ctx.metrics.set_tracked_tasks(ctx.poller.tracked() as i64);
+        if let Some(at) = ctx.poller.last_success() {
+            ctx.metrics.poll_succeeded(at);
+        }
+    }
 }
 
-/// Runs the ClusterScanTask controllers (one per watched namespace, or one for all), the
-/// poller, the metrics gauges and, unless disabled, the trigger controllers, until `shutdown`.
-/// Readiness turns true once every cache has its first state.
-pub async fn run_with_runtime(
-    args: RunArgs,
+/// Runs the ClusterScanTask controllers (one per scope: a watched namespace, or `None` for
+/// all), the shared poller and the metrics gauges until `shutdown` resolves. Readiness turns
+/// true once every cache has its first state.
+pub async fn run(
+    args: ScanArgs,
+    scopes: Vec<Option<String>>,
     kube: Client,
     runtime: Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let fail_point = runtime.fail_point.clone();
-    if !runtime.permissions_checked {
-        preflight(
-            &kube,
-            &permissions::required(&args.namespaces, !args.disable_triggers, None),
-        )
-        .await?;
-    }
-    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
-        vec![None]
-    } else {
-        args.namespaces.iter().cloned().map(Some).collect()
-    };
     let (poller, poll_triggers) = Poller::new(args.poll_interval);
     let budget = args.hss.budget();
     let http = hss::client::http_client(
@@ -861,200 +813,14 @@ pub async fn run_with_runtime(
         futures::future::pending::<()>().await
     };
     let gauges = report_gauges(ctx.clone());
-    let trigger_scopes: Vec<Option<String>> = if ctx.args.disable_triggers {
-        vec![]
-    } else if ctx.args.namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.args.namespaces.iter().cloned().map(Some).collect()
-    };
-    let triggers = futures::future::join_all(trigger_scopes.into_iter().map(|ns| {
-        let stop = shutdown.clone();
-        let kube = kube.clone();
-        async move {
-            if let Err(e) = crate::triggers::run(kube, ns, crate::triggers::Clock::system(), stop).await {
-                tracing::error!(category = e.category(), error = %crate::report_error(&e), "trigger controller stopped");
-            }
-        }
-    }));
     // One future: everything ends with the controllers, and dropping this future (a crash in
     // tests, a lost lease) stops everything at once.
     tokio::select! {
-        _ = futures::future::join(futures::future::join_all(runs), triggers) => {}
+        _ = futures::future::join_all(runs) => {}
         _ = poller.run(futures::future::pending::<()>()) => {}
         _ = router => {}
         _ = synced => {}
         _ = gauges => {}
     }
     Ok(())
-}
-
-/// Every few seconds: objects by phase, unresolved submissions, tracked tasks, last poll.
-async fn report_gauges(ctx: Arc<Context>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        ticker.tick().await;
-        let mut counts: HashMap<&'static str, i64> = HashMap::new();
-        for store in &ctx.stores {
-            for obj in store.state() {
-                *counts.entry(status::phase(&obj).as_str()).or_default() += 1;
-            }
-        }
-        let unresolved = counts.get(Phase::Submitting.as_str()).copied().unwrap_or(0);
-        ctx.metrics
-            .set_objects_by_phase(&counts.into_iter().collect::<Vec<_>>());
-        ctx.metrics.set_unresolved_submissions(unresolved);
-        ctx.metrics.set_tracked_tasks(ctx.poller.tracked() as i64);
-        if let Some(at) = ctx.poller.last_success() {
-            ctx.metrics.poll_succeeded(at);
-        }
-    }
-}
-
-/// `hss-operator run`: in-cluster or kubeconfig client, admin server, optional leader
-/// election; stops on SIGTERM / Ctrl-C.
-///
-/// With leader election, the controllers run only while this replica leads. When the lease
-/// cannot be renewed within its renew deadline (2/3 of its duration) the controllers are
-/// dropped at once (in-flight reconciles included: the submission protocol is crash-safe), so
-/// writes stop before the lease can expire for another replica; then it campaigns again.
-pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let kube = Client::try_default().await.map_err(Error::Kube)?;
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Readiness::default();
-    readiness.set_leader_required(args.leader_election && args.ready_requires_lease);
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .map_err(Error::Admin)?;
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
-    let admin = tokio::spawn(crate::admin::serve(
-        listener,
-        metrics.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    ));
-
-    // Every replica checks everything it may need before it campaigns, so a missing
-    // permission fails each pod at start, not only the one that happens to lead.
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let lease = args.leader_election.then(|| permissions::LeaseRef {
-        namespace: &lease_namespace,
-        name: &args.lease_name,
-    });
-    preflight(
-        &kube,
-        &permissions::required(&args.namespaces, !args.disable_triggers, lease),
-    )
-    .await?;
-    let leadership = if args.leader_election {
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-        let mut config =
-            LeaseConfig::new(lease_namespace.clone(), args.lease_name.clone(), identity);
-        config.duration = args.lease_duration;
-        config.renew_every = args.lease_duration / 3;
-        readiness.set_standby();
-        Leadership::start(kube.clone(), config)
-    } else {
-        Leadership::always()
-    };
-    let runtime = Runtime {
-        fail_point: None,
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-        leadership: leadership.clone(),
-        permissions_checked: true,
-    };
-    let mut watch = leadership.watch();
-    loop {
-        // Wait to lead (or to be told to stop).
-        tokio::select! {
-            _ = shutdown.clone() => break,
-            Ok(_) = watch.wait_for(|leader| *leader) => {}
-        }
-        tracing::info!("leading: starting the controllers");
-        metrics.set_leader(true);
-        readiness.set_leader(true);
-        let mut lost = watch.clone();
-        let stop = shutdown.clone();
-        let grace_over = {
-            let stop = shutdown.clone();
-            let grace = args.shutdown_grace;
-            async move {
-                stop.await;
-                tokio::time::sleep(grace).await;
-            }
-        };
-        let outcome = tokio::select! {
-            r = run_with_runtime(args.clone(), kube.clone(), runtime.clone(), stop) => Some(r),
-            // Only a real change counts: without election the channel is closed (always leader).
-            Ok(_) = lost.wait_for(|leader| !*leader) => None,
-            () = grace_over => {
-                tracing::warn!(grace = ?args.shutdown_grace, "shutting down: reconciles still in flight are abandoned (interrupted submissions are resolved by lookup)");
-                Some(Ok(()))
-            }
-        };
-        metrics.set_leader(false);
-        readiness.set_leader(false);
-        match outcome {
-            Some(result) => {
-                result?;
-                break;
-            }
-            None => tracing::warn!("lost the lease: controllers stopped; campaigning again"),
-        }
-    }
-    // The controllers are stopped (or dropped): nothing of ours writes any more, so the
-    // successor may take over at once instead of after the lease duration.
-    leadership.release().await;
-    tracing::info!("stopped");
-    let _ = admin.await;
-    Ok(())
-}
-
-/// Fails with every missing permission named, if any.
-async fn preflight(kube: &Client, needs: &[permissions::Need]) -> Result<(), Error> {
-    let missing = permissions::missing(kube, needs)
-        .await
-        .map_err(Error::Kube)?;
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(
-            missing.iter().map(ToString::to_string).collect(),
-        ))
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "hss-operator".into())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -132,6 +132,14 @@ impl Error {
     }
 }
 
+/// The ClusterScanTrigger controller's flags (part of `hss-operator run`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TriggerArgs {
+    /// Do not run the ClusterScanTrigger controller (no Node watch needed).
+    #[arg(long, env = "HSS_DISABLE_TRIGGERS")]
+    pub disable_triggers: bool,
+}
+
 /// Everything reconcile touches.
 struct Context {
     kube: Client,

@@ -11,8 +11,9 @@ use std::{
 
 use clap::Parser;
 use hss_operator::{
-    controller::{self, FailPoint, RunArgs},
+    controller::FailPoint,
     crd::ClusterScanTask,
+    operator::{self, RunArgs},
 };
 use k8s_openapi::{
     api::core::v1::Namespace,
@@ -212,7 +213,7 @@ impl Operator {
     pub fn start(client: Client, args: RunArgs, fail_point: Option<FailPoint>) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            controller::run_with(args, client, fail_point, async move {
+            operator::run_with(args, client, fail_point, async move {
                 let _ = rx.await;
             })
             .await
