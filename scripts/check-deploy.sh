@@ -124,6 +124,7 @@ TRIGGER_RULES = {
 }
 NODE_RULES = {("", "nodes"): {"get", "list", "watch"}}
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+CLAIMS_RULES = {("", "configmaps"): {"get", "create", "update"}}
 ALERTS = {"HssOperatorDown", "HssOperatorSubmissionUnresolved", "HssOperatorThrottled",
           "HssOperatorReconcileFailures", "HssOperatorPollStale"}
 
@@ -353,8 +354,14 @@ def check_render(name, values, objs, notes):
             fail(where, f"lease Role names {named}, --lease-name is {lease_name}")
     elif lease_roles:
         fail(where, "lease Role without leader election")
+    claims_roles = [r for r in ns_roles.get(NAMESPACE, []) if ("", "configmaps") in grants([r])]
+    expect_grants(f"{where} claims", grants(claims_roles), CLAIMS_RULES)
+    claims_ref = argv.get("--claims-configmap", "")
+    named = {n for r in claims_roles for rule in r["rules"] for n in rule.get("resourceNames", [])}
+    if claims_ref.split("/") != [NAMESPACE, *named]:
+        fail(where, f"claims Role names {named}, --claims-configmap is {claims_ref}")
     cred_roles = [r for r in ns_roles.get(NAMESPACE, []) if r["metadata"]["name"].endswith("-credentials")]
-    others = lambda ns: [r for r in ns_roles.get(ns, []) if r not in lease_roles and r not in cred_roles]
+    others = lambda ns: [r for r in ns_roles.get(ns, []) if r not in lease_roles and r not in cred_roles and r not in claims_roles]
     if watch_ns:
         if argv.get("--namespace") != ",".join(watch_ns):
             fail(where, f"--namespace is {argv.get('--namespace')}, expected {','.join(watch_ns)}")
@@ -377,7 +384,7 @@ def check_render(name, values, objs, notes):
             fail(where, "--namespace without watchNamespaces")
         expect_grants(f"{where} cluster-wide", grants(cluster_roles), {**watch, **(NODE_RULES if triggers else {})})
         if any(others(ns) for ns in ns_roles) or cred_roles:
-            fail(where, "namespaced Roles besides leader election in cluster-wide mode")
+            fail(where, "namespaced Roles besides leader election and claims in cluster-wide mode")
 
     # Service, ServiceMonitor, PrometheusRule, NetworkPolicy.
     svcs = by_kind.get("Service", [])

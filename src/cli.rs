@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator: reconcile ClusterScanTasks against HSS.
-    Run(crate::operator::RunArgs),
+    Run(Box<crate::operator::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Submit one ClusterScanTask manifest to HSS without a cluster (for CI pipelines).
@@ -46,7 +46,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(args) => match crate::operator::run(args).await {
+        Command::Run(args) => match crate::operator::run(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {}", crate::report_error(&err));

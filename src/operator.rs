@@ -92,6 +92,19 @@ impl Error {
 }
 
 impl RunArgs {
+    /// What decides the permissions these flags need.
+    fn permission_settings<'a>(
+        &'a self,
+        lease: Option<permissions::LeaseRef<'a>>,
+    ) -> permissions::Settings<'a> {
+        permissions::Settings {
+            namespaces: &self.namespaces,
+            triggers: !self.triggers.disable_triggers,
+            lease,
+            claims: self.scans.claims_configmap.as_ref(),
+        }
+    }
+
     /// One scope per watched namespace, or `None` for all.
     fn scopes(&self) -> Vec<Option<String>> {
         if self.namespaces.is_empty() {
@@ -126,7 +139,7 @@ pub async fn run_controllers(
     if check_permissions {
         preflight(
             &kube,
-            &permissions::required(&args.namespaces, !args.triggers.disable_triggers, None),
+            &permissions::required(&args.permission_settings(None)),
         )
         .await?;
     }
@@ -185,7 +198,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     });
     preflight(
         &kube,
-        &permissions::required(&args.namespaces, !args.triggers.disable_triggers, lease),
+        &permissions::required(&args.permission_settings(lease)),
     )
     .await?;
     let leadership = if args.leader_election {

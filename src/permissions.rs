@@ -73,11 +73,58 @@ pub struct LeaseRef<'a> {
     pub name: &'a str,
 }
 
+/// A namespaced object the operator uses by name, given as `NAMESPACE/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectName {
+    /// Parses `NAMESPACE/NAME` (both non-empty).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self {
+                    namespace: ns.into(),
+                    name: name.into(),
+                })
+            }
+            _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What decides the permissions `run` needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings<'a> {
+    /// Watched namespaces; empty: all.
+    pub namespaces: &'a [String],
+    /// The trigger controller runs.
+    pub triggers: bool,
+    /// Leader election on this Lease.
+    pub lease: Option<LeaseRef<'a>>,
+    /// The claims ConfigMap (`--claims-configmap`).
+    pub claims: Option<&'a ObjectName>,
+}
+
 /// What `run` needs with these settings. Pure.
 ///
 /// The Lease is asked for by name where the elector only touches that one Lease (get, update),
 /// as the chart grants it; `create` cannot be limited by name in RBAC, so it is asked for any.
-pub fn required(namespaces: &[String], triggers: bool, lease: Option<LeaseRef<'_>>) -> Vec<Need> {
+pub fn required(settings: &Settings<'_>) -> Vec<Need> {
+    let Settings {
+        namespaces,
+        triggers,
+        lease,
+        claims,
+    } = *settings;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
@@ -138,6 +185,16 @@ pub fn required(namespaces: &[String], triggers: bool, lease: Option<LeaseRef<'_
             needs.push(need(verb, "", "nodes", None, None));
         }
     }
+    if let Some(cm) = claims {
+        let ns = Some(cm.namespace.clone());
+        needs.push(need("create", "", "configmaps", None, ns.clone()));
+        for verb in ["get", "update"] {
+            needs.push(Need {
+                name: Some(cm.name.clone()),
+                ..need(verb, "", "configmaps", None, ns.clone())
+            });
+        }
+    }
     if let Some(lease) = lease {
         let ns = Some(lease.namespace.to_string());
         needs.push(need(
@@ -191,14 +248,14 @@ mod tests {
 
     #[test]
     fn needs_follow_the_settings() {
-        let all = required(
-            &[],
-            true,
-            Some(LeaseRef {
+        let all = required(&Settings {
+            triggers: true,
+            lease: Some(LeaseRef {
                 namespace: "ops",
                 name: "hss-operator",
             }),
-        );
+            ..Default::default()
+        });
         assert!(
             all.iter()
                 .any(|n| n.resource == "nodes" && n.namespace.is_none())
@@ -207,7 +264,10 @@ mod tests {
             all.iter()
                 .any(|n| n.resource == "leases" && n.namespace.as_deref() == Some("ops"))
         );
-        let scoped = required(&["a".into(), "b".into()], false, None);
+        let scoped = required(&Settings {
+            namespaces: &["a".into(), "b".into()],
+            ..Default::default()
+        });
         assert!(
             scoped.iter().all(|n| n.namespace.is_some()),
             "namespaced mode asks per namespace"
@@ -236,10 +296,13 @@ mod tests {
             namespace: "hss-system",
             name: "hss-operator",
         };
-        let leases: Vec<_> = required(&[], false, Some(lease))
-            .into_iter()
-            .filter(|n| n.resource == "leases")
-            .collect();
+        let leases: Vec<_> = required(&Settings {
+            lease: Some(lease),
+            ..Default::default()
+        })
+        .into_iter()
+        .filter(|n| n.resource == "leases")
+        .collect();
         let named: Vec<_> = leases.iter().map(|n| (n.verb, n.name.as_deref())).collect();
         assert_eq!(
             named,

@@ -17,6 +17,7 @@
 //! id is at least recorded in an Event, then lets the object go. It never validates the spec
 //! and never waits on HSS longer than `--cleanup-timeout`.
 
+pub mod claims;
 pub mod poller;
 pub mod status;
 pub mod submit;
@@ -55,9 +56,6 @@ use crate::{
 
 pub use poller::Poller;
 
-/// How long a deleted object's task id stays claimed: longer than any lookup window.
-const DELETED_CLAIM_TTL: Duration = Duration::from_secs(30 * 60);
-
 /// The ClusterScanTask controller's flags (part of `hss-operator run`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScanArgs {
@@ -82,6 +80,12 @@ pub struct ScanArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lookup_settle: Duration,
 
+    /// ConfigMap (NAMESPACE/NAME) that keeps deleted objects' HSS task ids claimed across
+    /// restarts, so no unresolved attempt adopts them (see `controller::claims`). Without it
+    /// the claims live in memory only. The chart sets it to the release namespace.
+    #[arg(long, env = "HSS_CLAIMS_CONFIGMAP", value_parser = crate::permissions::ObjectName::parse)]
+    pub claims_configmap: Option<crate::permissions::ObjectName>,
+
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
@@ -101,6 +105,8 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
     #[error("failed to reach the Kubernetes API")]
     Kube(#[source] kube::Error),
+    #[error("failed to load the claims on deleted objects' tasks")]
+    Claims(#[source] claims::Error),
 }
 
 impl Error {
@@ -118,6 +124,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::Kube(_) => "kube",
+            Error::Claims(e) => e.category(),
         }
     }
 }
@@ -145,13 +152,8 @@ pub struct Context {
     clients: Mutex<HashMap<String, HssClient>>,
     /// One cache per watched scope.
     stores: Vec<Store<ClusterScanTask>>,
-    /// Task ids HSS returned (or lookups found), by object uid, kept until the object is
-    /// deleted: the status write may not have landed, or not reached the cache yet.
-    pending_ids: Mutex<HashMap<String, String>>,
-    /// Task ids of recently deleted objects (see `forget_task_id`).
-    deleted_claims: Mutex<Vec<(tokio::time::Instant, String)>>,
-    /// POSTs hold it shared, lookups exclusively (see `submit`).
-    pub(crate) post_gate: tokio::sync::RwLock<()>,
+    /// The exactly-once state: remembered task ids, deleted objects' claims, the POST gate.
+    pub(crate) ledger: submit::Ledger,
     fail_point: Option<FailPoint>,
     /// Consecutive reconcile failures per object, for error_policy backoff.
     failures: FailureStreaks,
@@ -182,7 +184,7 @@ impl Runtime {
 }
 
 impl Context {
-    fn uid(obj: &ClusterScanTask) -> String {
+    pub(crate) fn uid(obj: &ClusterScanTask) -> String {
         obj.uid().unwrap_or_else(|| obj.name_any())
     }
 
@@ -192,65 +194,35 @@ impl Context {
         }
     }
 
-    pub(crate) fn remember_task_id(&self, obj: &ClusterScanTask, task_id: &str) {
-        self.pending_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(Self::uid(obj), task_id.to_string());
-    }
-
-    pub(crate) fn remembered_task_id(&self, obj: &ClusterScanTask) -> Option<String> {
-        self.pending_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&Self::uid(obj))
-            .cloned()
-    }
-
-    /// At deletion: the object's task id (in memory or in its status) stays claimed for a
-    /// while, so an unresolved attempt of another object does not adopt a deleted object's task.
-    pub(crate) fn forget_task_id(&self, obj: &ClusterScanTask) {
-        let remembered = self
-            .pending_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&Self::uid(obj));
-        let written = obj.status.as_ref().and_then(|s| s.task_id.clone());
-        let mut deleted = self
-            .deleted_claims
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let now = tokio::time::Instant::now();
-        deleted.retain(|(at, _)| now.duration_since(*at) < DELETED_CLAIM_TTL);
-        deleted.extend(remembered.into_iter().chain(written).map(|id| (now, id)));
-    }
-
-    /// Task ids owned by objects other than `obj`: written in status, or claimed in memory.
-    pub(crate) fn claimed_task_ids(&self, obj: &ClusterScanTask) -> HashSet<String> {
+    /// Task ids other objects own in their status (from the cache).
+    pub(crate) fn owned_task_ids(&self, obj: &ClusterScanTask) -> HashSet<String> {
         let me = Self::uid(obj);
-        let mut ids: HashSet<String> = self
-            .stores
+        self.stores
             .iter()
             .flat_map(|store| store.state())
             .filter(|o| Self::uid(o) != me)
             .filter_map(|o| o.status.as_ref()?.task_id.clone())
-            .collect();
-        ids.extend(
-            self.pending_ids
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .filter(|(uid, _)| **uid != me)
-                .map(|(_, id)| id.clone()),
-        );
-        ids.extend(
-            self.deleted_claims
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|(_, id)| id.clone()),
-        );
-        ids
+            .collect()
+    }
+
+    /// The claims scope of the object's tasks (its endpoint and project), if its settings
+    /// resolve; needs no credentials.
+    fn scope_of(&self, obj: &ClusterScanTask) -> Option<String> {
+        let spec = &obj.spec;
+        let config = self
+            .args
+            .hss
+            .client_config(&Overrides {
+                region: spec.region.as_deref(),
+                endpoint: spec.endpoint.as_deref(),
+                project_id: spec.project_id.as_deref(),
+                enterprise_project_id: spec.enterprise_project_id.as_deref(),
+            })
+            .ok()?;
+        Some(claims::scope(
+            &config.endpoint.to_string(),
+            &config.project_id,
+        ))
     }
 
     /// Publishes an Event; failures to publish are logged, never fatal.
@@ -558,69 +530,112 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
     }
 }
 
-/// Deletion: resolve an in-flight attempt (bounded), record what is known, let go.
+/// Deletion: resolve an in-flight attempt (bounded), claim every task id the object had so
+/// no other object adopts it, record what is known in an Event, let go. Never waits on HSS or
+/// the claims store longer than `--cleanup-timeout`.
 async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
-    let remembered = ctx.remembered_task_id(&obj);
-    ctx.forget_task_id(&obj);
-    if let Some(id) = obj.status.as_ref().and_then(|s| s.task_id.as_deref()) {
+    let uid = Context::uid(&obj);
+    let written = obj.status.as_ref().and_then(|s| s.task_id.clone());
+    if let Some(id) = &written {
         ctx.poller.untrack(id);
-        return Ok(Action::await_change());
     }
-    if status::phase(&obj) != Phase::Submitting {
-        return Ok(Action::await_change());
-    }
-    if let Some(task_id) = remembered {
-        ctx.event(&obj, events::normal("DeletedWithTask", "Delete", &format!("deleted; HSS task {task_id} was created for it and keeps running (HSS cannot cancel tasks)"))).await;
-        return Ok(Action::await_change());
-    }
+    let remembered = ctx.ledger.remembered(&uid);
+    let unresolved =
+        written.is_none() && remembered.is_none() && status::phase(&obj) == Phase::Submitting;
     let started = obj
         .status
         .as_ref()
         .and_then(|s| s.submission.as_ref())
         .and_then(|s| s.started_at.clone());
-    let outcome = async {
-        let req = obj.spec.to_request().ok()?;
-        let hss = ctx.hss_for(&obj).await.ok()?.ok()?;
-        let started = started.as_ref()?.0.as_millisecond();
-        loop {
-            let claimed = ctx.claimed_task_ids(&obj);
-            let found = {
-                let _guard = ctx.post_gate.write().await;
-                resolve::lookup(&hss, &req, started, &claimed, ctx.args.lookup_settle).await
-            };
-            match found {
-                Ok(resolve::Lookup::Candidates(c)) => return Some(Some(c[0].task_id.clone())),
-                Ok(resolve::Lookup::NotFound) => return Some(None),
-                Ok(resolve::Lookup::Inconclusive) => return None,
-                Ok(resolve::Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "lookup during deletion failed");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = tokio::time::Instant::now() + ctx.args.cleanup_timeout;
+    // An attempt in flight: find its task (bounded), taking it exclusively like resolve does.
+    let found = if unresolved {
+        let search = async {
+            let req = obj.spec.to_request().ok()?;
+            let hss = ctx.hss_for(&obj).await.ok()?.ok()?;
+            let started = started.as_ref()?.0.as_millisecond();
+            loop {
+                let found = ctx
+                    .ledger
+                    .adopt(
+                        &uid,
+                        &submit::scope_of(&hss),
+                        ctx.owned_task_ids(&obj),
+                        |claimed| {
+                            let (hss, req) = (&hss, &req);
+                            async move {
+                                resolve::lookup(hss, req, started, &claimed, ctx.args.lookup_settle)
+                                    .await
+                            }
+                        },
+                    )
+                    .await;
+                match found {
+                    Ok(resolve::Lookup::Candidates(c)) => return Some(Some(c[0].task_id.clone())),
+                    Ok(resolve::Lookup::NotFound) => return Some(None),
+                    Ok(resolve::Lookup::Inconclusive) => return None,
+                    Ok(resolve::Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lookup during deletion failed");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
                 }
             }
-        }
+        };
+        tokio::time::timeout_at(deadline, search)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
     };
-    match tokio::time::timeout(ctx.args.cleanup_timeout, outcome).await {
-        Ok(Some(Some(task_id))) => {
-            ctx.event(&obj, events::normal("DeletedWithTask", "Delete", &format!("deleted; the in-flight attempt created HSS task {task_id}, which keeps running (HSS cannot cancel tasks)"))).await;
-        }
-        Ok(Some(None)) => {
+    let found_id = found.clone().flatten();
+    let ids: Vec<String> = written.iter().chain(&found_id).cloned().collect();
+    let scope = ctx.scope_of(&obj);
+    let release = ctx.ledger.release(&uid, scope.as_deref(), ids);
+    match tokio::time::timeout_at(deadline + Duration::from_secs(5), release).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let message = format!(
+                "the claim on this object's HSS task could not be stored ({}); an unresolved attempt of another object could adopt it after a restart of the operator",
+                crate::report_error(&e)
+            );
             ctx.event(
                 &obj,
-                events::normal(
-                    "Deleted",
-                    "Delete",
-                    "deleted; the in-flight attempt created no HSS task",
-                ),
+                events::warning("ClaimNotRecorded", "Delete", &message),
             )
             .await;
         }
-        _ => {
-            let at = started
-                .map(|t| t.0.to_string())
-                .unwrap_or_else(|| "unknown time".into());
-            ctx.event(&obj, events::warning("DeletedUnresolved", "Delete", &format!("deleted while a CreateTask attempt (started {at}) was unresolved and HSS could not be asked within {}s; check the HSS console for a task created then", ctx.args.cleanup_timeout.as_secs()))).await;
+        Err(_) => {
+            tracing::warn!("storing the claim on a deleted object's task timed out");
         }
+    }
+    if written.is_none() && status::phase(&obj) == Phase::Submitting {
+        let note = match (remembered, found) {
+            (Some(task_id), _) => Some(format!(
+                "deleted; HSS task {task_id} was created for it and keeps running (HSS cannot cancel tasks)"
+            )),
+            (None, Some(Some(task_id))) => Some(format!(
+                "deleted; the in-flight attempt created HSS task {task_id}, which keeps running (HSS cannot cancel tasks)"
+            )),
+            (None, Some(None)) => None,
+            (None, None) => {
+                let at = started
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_else(|| "unknown time".into());
+                ctx.event(&obj, events::warning("DeletedUnresolved", "Delete", &format!("deleted while a CreateTask attempt (started {at}) was unresolved and HSS could not be asked within {}s; check the HSS console for a task created then", ctx.args.cleanup_timeout.as_secs()))).await;
+                return Ok(Action::await_change());
+            }
+        };
+        let ev = match &note {
+            Some(note) => events::normal("DeletedWithTask", "Delete", note),
+            None => events::normal(
+                "Deleted",
+                "Delete",
+                "deleted; the in-flight attempt created no HSS task",
+            ),
+        };
+        ctx.event(&obj, ev).await;
     }
     Ok(Action::await_change())
 }
@@ -725,6 +740,18 @@ pub async fn run(
             (ns, Controller::for_stream(stream, reader))
         })
         .collect();
+    // Claims on deleted objects' tasks recorded by earlier processes, before any lookup.
+    let ledger = submit::Ledger::new(
+        args.claims_configmap
+            .as_ref()
+            .map(|r| claims::ClaimStore::new(kube.clone(), &r.namespace, &r.name)),
+    );
+    let loaded = ledger.load().await.map_err(Error::Claims)?;
+    tracing::info!(
+        claims = loaded,
+        persistent = args.claims_configmap.is_some(),
+        "loaded the claims on deleted objects' tasks"
+    );
     let ctx = Arc::new(Context {
         kube: kube.clone(),
         recorder: events::recorder(kube.clone()),
@@ -734,9 +761,7 @@ pub async fn run(
         http,
         clients: Mutex::default(),
         stores: controllers.iter().map(|(_, c)| c.store()).collect(),
-        pending_ids: Mutex::default(),
-        deleted_claims: Mutex::default(),
-        post_gate: tokio::sync::RwLock::new(()),
+        ledger,
         fail_point,
         failures: FailureStreaks::default(),
         metrics: runtime.metrics.clone(),

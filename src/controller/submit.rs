@@ -36,7 +36,12 @@
 //! - Two unresolved objects never adopt the same task: lookups are serialised in the process,
 //!   run only while no POST is in flight, and exclude task ids owned by any object (in the
 //!   cache, or remembered in memory from the moment HSS returned them until the object is
-//!   deleted, because the cache can lag behind a status write).
+//!   deleted, because the cache can lag behind a status write). All of that state is one
+//!   type, [`Ledger`]; resolve and cleanup use the same exclusive [`Ledger::adopt`].
+//! - A deleted object's task is never adopted by another object: at deletion its task ids
+//!   (written, remembered, or found by cleanup's own lookup) stay claimed for
+//!   [`claims::TTL`], in memory and, with `--claims-configmap`, in a ConfigMap that every new
+//!   process loads before its first reconcile, so restarts and leader changes keep the claim.
 //!
 //! # Assumptions
 //! - One writer: a single replica (or the leader) reconciles.
@@ -49,22 +54,182 @@
 //!   stays one.
 //! - If the process dies between the POST and the status write *and* the lookup later finds
 //!   nothing within its window (HSS lost or hid the task), the object is submitted again.
+//! - Without `--claims-configmap`, or when storing a claim fails within `--cleanup-timeout`
+//!   (Warning Event `ClaimNotRecorded`; deletion is not blocked), a deleted object's claim
+//!   lives only as long as the process.
+//!
+//! # Errors
+//! - Writing the attempt record fails: nothing was sent; a conflict (409) starts over from a
+//!   fresh copy, anything else goes to the error policy (backoff).
+//! - The POST fails: classified by [`Outcome`] as above; the error (code and request id
+//!   included) is kept in `status.lastError`.
+//! - A lookup fails: the object stays `Submitting` with `lastError`, retried after the
+//!   server's Retry-After or backoff; it never posts on a failed or incomplete lookup.
+//! - Writing the task id fails: the id stays in the [`Ledger`] and is written on the next
+//!   reconcile, without a POST or lookup.
+//! - Loading the claims at start fails: the controller does not start (it would risk an
+//!   adoption the claims forbid).
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use kube::{ResourceExt, api::Api, runtime::controller::Action};
 
-use super::{Context, Error, Step, status};
+use super::{
+    Context, Error, Step,
+    claims::{self, Claim, ClaimStore},
+    status,
+};
 use crate::kit::{events, retry::backoff};
 use crate::{
     crd::{ClusterScanTask, ClusterScanTaskStatus, Phase, cluster_scan_task::Submission},
     hss::{
-        Api as HssApi, HssClient,
+        self, Api as HssApi, HssClient,
         client::Outcome,
-        model::CreateTaskRequest,
+        model::{CreateTaskRequest, CreateTaskResponse},
         resolve::{self, Lookup},
     },
 };
+
+/// The exactly-once state of this process, in one place: the task ids it knows but the cache
+/// may not show yet, the claims on deleted objects' task ids, and the gate that keeps
+/// lookups and POSTs apart. Every POST goes through [`Ledger::post`], every lookup that may
+/// adopt a task (resolve and cleanup alike) through [`Ledger::adopt`], every deletion through
+/// [`Ledger::release`].
+pub(crate) struct Ledger {
+    /// Task ids HSS returned (or lookups found), by object uid, until the object is deleted:
+    /// the status write may not have landed, or not reached the cache yet.
+    pending: Mutex<HashMap<String, String>>,
+    /// Task ids of deleted objects, until they expire (also in `store`, across restarts).
+    deleted: Mutex<Vec<Claim>>,
+    /// POSTs hold it shared, lookups exclusively: a lookup never runs while a POST whose task
+    /// is not remembered yet is on its way.
+    gate: tokio::sync::RwLock<()>,
+    store: Option<ClaimStore>,
+}
+
+impl Ledger {
+    pub(crate) fn new(store: Option<ClaimStore>) -> Self {
+        Self {
+            pending: Mutex::default(),
+            deleted: Mutex::default(),
+            gate: tokio::sync::RwLock::new(()),
+            store,
+        }
+    }
+
+    /// Loads the claims earlier processes recorded. Run before the first reconcile.
+    pub(crate) async fn load(&self) -> Result<usize, claims::Error> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let loaded = store.load().await?;
+        let n = loaded.len();
+        lock(&self.deleted).extend(loaded);
+        Ok(n)
+    }
+
+    /// The task id this process knows for the object, if any.
+    pub(crate) fn remembered(&self, uid: &str) -> Option<String> {
+        lock(&self.pending).get(uid).cloned()
+    }
+
+    /// Sends a CreateTask POST for the object; a returned task id is remembered before the
+    /// gate is released.
+    pub(crate) async fn post(
+        &self,
+        uid: &str,
+        send: impl Future<Output = Result<CreateTaskResponse, hss::Error>>,
+    ) -> Result<CreateTaskResponse, hss::Error> {
+        let _in_flight = self.gate.read().await;
+        let result = send.await;
+        if let Ok(resp) = &result {
+            lock(&self.pending).insert(uid.to_string(), resp.task_id.clone());
+        }
+        result
+    }
+
+    /// Runs `lookup` exclusively (no POST in flight, no other lookup), given every task id
+    /// that is not the object's to take: `owned` (other objects' status, from the cache), the
+    /// ids remembered for other objects, and deleted objects' claims in `scope`. The first
+    /// candidate found is remembered for the object before the gate is released.
+    pub(crate) async fn adopt<F>(
+        &self,
+        uid: &str,
+        scope: &str,
+        owned: HashSet<String>,
+        lookup: impl FnOnce(HashSet<String>) -> F,
+    ) -> Result<Lookup, hss::Error>
+    where
+        F: Future<Output = Result<Lookup, hss::Error>>,
+    {
+        let _exclusive = self.gate.write().await;
+        let mut claimed = owned;
+        claimed.extend(
+            lock(&self.pending)
+                .iter()
+                .filter(|(other, _)| other.as_str() != uid)
+                .map(|(_, id)| id.clone()),
+        );
+        let now = jiff::Timestamp::now();
+        claimed.extend(
+            lock(&self.deleted)
+                .iter()
+                .filter(|c| c.scope == scope && c.expires > now)
+                .map(|c| c.task_id.clone()),
+        );
+        let found = lookup(claimed).await;
+        if let Ok(Lookup::Candidates(c)) = &found {
+            lock(&self.pending).insert(uid.to_string(), c[0].task_id.clone());
+        }
+        found
+    }
+
+    /// At deletion: the object's task ids (remembered, written, or found by cleanup) stay
+    /// claimed for [`claims::TTL`], in memory and in the store, so no unresolved attempt of
+    /// another object adopts them, restarts included.
+    pub(crate) async fn release(
+        &self,
+        uid: &str,
+        scope: Option<&str>,
+        task_ids: impl IntoIterator<Item = String>,
+    ) -> Result<(), claims::Error> {
+        let remembered = lock(&self.pending).remove(uid);
+        let Some(scope) = scope else {
+            return Ok(());
+        };
+        let now = jiff::Timestamp::now();
+        let expires = now + claims::TTL;
+        let mut ids: Vec<String> = task_ids.into_iter().chain(remembered).collect();
+        ids.sort();
+        ids.dedup();
+        let new: Vec<Claim> = ids
+            .into_iter()
+            .map(|task_id| Claim {
+                scope: scope.to_string(),
+                task_id,
+                expires,
+            })
+            .collect();
+        {
+            let mut deleted = lock(&self.deleted);
+            deleted.retain(|c| c.expires > now);
+            deleted.extend(new.iter().cloned());
+        }
+        match &self.store {
+            Some(store) if !new.is_empty() => store.record(&new).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn millis(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
     t.0.as_millisecond()
@@ -85,7 +250,7 @@ pub(super) async fn submit(
         Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
     // A task this process already knows for the object wins over what the (possibly stale)
     // status says: never post while a task id is remembered.
-    if let Some(task_id) = ctx.remembered_task_id(&obj) {
+    if let Some(task_id) = ctx.ledger.remembered(&Context::uid(&obj)) {
         return record_task_id(&api, &obj, ctx, hss, &task_id, "Response").await;
     }
     let generation = obj.metadata.generation;
@@ -165,16 +330,12 @@ pub(super) async fn submit(
         }
     }
     tracing::info!(attempt = %attempt_id, "sending CreateTask");
-    let result = {
-        // Lookups wait for POSTs in flight, so a task created by a POST whose answer is on its
-        // way is already remembered (and excluded) when a lookup runs.
-        let _in_flight = ctx.post_gate.read().await;
-        let result = hss.create_task(permit, req).await;
-        if let Ok(resp) = &result {
-            ctx.remember_task_id(&obj, &resp.task_id);
-        }
-        result
-    };
+    // Lookups wait for POSTs in flight, so a task created by a POST whose answer is on its
+    // way is already remembered (and excluded) when a lookup runs.
+    let result = ctx
+        .ledger
+        .post(&Context::uid(&obj), hss.create_task(permit, req))
+        .await;
     ctx.fail_point(Step::AfterPost, &obj).await;
 
     match result {
@@ -349,7 +510,8 @@ pub(super) async fn resolve_attempt(
 ) -> Result<Action, Error> {
     let api: Api<ClusterScanTask> =
         Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
-    if let Some(task_id) = ctx.remembered_task_id(&obj) {
+    let uid = Context::uid(&obj);
+    if let Some(task_id) = ctx.ledger.remembered(&uid) {
         return record_task_id(&api, &obj, ctx, hss, &task_id, "Response").await;
     }
     let st = current_status(&obj);
@@ -359,14 +521,20 @@ pub(super) async fn resolve_attempt(
     };
     // Adoptions are serialised, and wait for POSTs in flight, so two objects never take the
     // same candidate and no lookup mistakes another object's fresh task for its own.
-    let _guard = ctx.post_gate.write().await;
-    let claimed: HashSet<String> = ctx.claimed_task_ids(&obj);
-    let lookup =
-        resolve::lookup(hss, req, millis(&started), &claimed, ctx.args.lookup_settle).await;
+    let lookup = ctx
+        .ledger
+        .adopt(
+            &uid,
+            &scope_of(hss),
+            ctx.owned_task_ids(&obj),
+            |claimed| async move {
+                resolve::lookup(hss, req, millis(&started), &claimed, ctx.args.lookup_settle).await
+            },
+        )
+        .await;
     match lookup {
         Ok(Lookup::Candidates(candidates)) => {
             let task_id = candidates[0].task_id.clone();
-            ctx.remember_task_id(&obj, &task_id);
             record_task_id(&api, &obj, ctx, hss, &task_id, "Lookup").await
         }
         Ok(Lookup::NotFound) => back_to_pending(&api, &obj, ctx, "NotFound").await,
@@ -420,6 +588,11 @@ async fn back_to_pending(
     )
     .await;
     Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// The claims scope of a client's tasks: its endpoint and project.
+pub(super) fn scope_of(hss: &HssClient) -> String {
+    claims::scope(&hss.config().endpoint.to_string(), &hss.config().project_id)
 }
 
 fn new_attempt_id() -> String {

@@ -48,6 +48,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}
 
+{{- define "hss-operator.claimsName" -}}
+{{- printf "%s-claims" (include "hss-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "hss-operator.leaseName" -}}
 {{- default (include "hss-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
