@@ -2,9 +2,11 @@
 //! election, signals) is [`crate::operator`]; what it shares with the trigger controller is
 //! [`crate::kit`].
 //!
-//! Reconcile is a pipeline: read what the object references (Secret) -> validate the spec
-//! (pure) -> decide from the phase -> act on HSS -> write status. The reconciler never asks
-//! why it was called; everything comes through [`Context`].
+//! Reconcile is a pipeline, in the trigger controller's shape: read what the object
+//! references (the Secret, [`credentials`]) -> validate the spec (pure) -> act on HSS for the
+//! phase -> a pure [`transitions`] function decides the status, Events and requeue ->
+//! [`Context::commit`] writes and publishes them, the one place that does. The reconciler
+//! never asks why it was called; everything comes through [`Context`].
 //!
 //! | phase | what reconcile does |
 //! |---|---|
@@ -13,15 +15,19 @@
 //! | Submitted, Running | follow the shared poll ([`poller`]); when finished, fetch results |
 //! | Succeeded, PartiallyFailed, Failed | nothing |
 //!
-//! Deletion (finalizer cleanup) resolves an in-flight attempt within a bounded time so the task
-//! id is at least recorded in an Event, then lets the object go. It never validates the spec
-//! and never waits on HSS longer than `--cleanup-timeout`.
+//! Reading one object's life means reading [`transitions`] and then [`submit`] (the
+//! exactly-once protocol, its state in [`submit::Ledger`], and deletion) and `tracking` top to
+//! bottom. Deletion resolves an in-flight attempt within a bounded time, claims the object's
+//! task ids ([`claims`]) and lets the object go; it never validates the spec and never waits
+//! on HSS longer than `--cleanup-timeout`.
 
 pub mod claims;
+mod credentials;
 pub mod poller;
 pub mod status;
 pub mod submit;
 mod tracking;
+pub mod transitions;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -48,12 +54,13 @@ use crate::{
     admin::Readiness,
     config::{self, HssArgs, Overrides},
     crd::{ClusterScanTask, FINALIZER, Phase},
-    hss::{self, Budget, Credentials, HssClient, resolve},
+    hss::{self, Budget, HssClient},
     kit::{events, retry::FailureStreaks},
     lease::Leadership,
     metrics::Metrics,
 };
 
+pub use credentials::{CredentialsProblem, credentials_from_secret};
 pub use poller::Poller;
 
 /// The ClusterScanTask controller's flags (part of `hss-operator run`).
@@ -225,172 +232,32 @@ impl Context {
         ))
     }
 
+    /// Applies a transition, the one place reconcile writes status: the status when it
+    /// changed (conditional on the object's resourceVersion), then its Events about the
+    /// object as written. Returns that object and when to look again.
+    pub(crate) async fn commit(
+        &self,
+        obj: &ClusterScanTask,
+        t: transitions::Transition,
+    ) -> Result<(ClusterScanTask, Action), Error> {
+        let written = if obj.status.as_ref() == Some(&t.status) {
+            obj.clone()
+        } else {
+            let api: Api<ClusterScanTask> =
+                Api::namespaced(self.kube.clone(), &obj.namespace().unwrap_or_default());
+            status::write(&api, obj, &t.status)
+                .await
+                .map_err(Error::WriteStatus)?
+        };
+        for ev in t.events {
+            self.event(&written, ev).await;
+        }
+        Ok((written, t.action))
+    }
+
     /// Publishes an Event; failures to publish are logged, never fatal.
-    pub(crate) async fn event(&self, obj: &ClusterScanTask, ev: kube::runtime::events::Event) {
+    pub(crate) async fn event(&self, obj: &ClusterScanTask, ev: events::Note) {
         events::publish(&self.recorder, obj, &ev).await;
-    }
-
-    /// The HSS client for `obj` (its spec's overrides and credentials), shared by all objects
-    /// with the same settings.
-    async fn hss_for(
-        &self,
-        obj: &ClusterScanTask,
-    ) -> Result<Result<HssClient, CredentialsProblem>, Error> {
-        let creds = match self.credentials_for(obj).await? {
-            Ok(c) => c,
-            Err(problem) => return Ok(Err(problem)),
-        };
-        let spec = &obj.spec;
-        let overrides = Overrides {
-            region: spec.region.as_deref(),
-            endpoint: spec.endpoint.as_deref(),
-            project_id: spec.project_id.as_deref(),
-            enterprise_project_id: spec.enterprise_project_id.as_deref(),
-        };
-        let config = self
-            .args
-            .hss
-            .client_config(&overrides)
-            .map_err(Error::Config)?;
-        let key = format!(
-            "{}|{}|{}|{}",
-            config.endpoint,
-            config.project_id,
-            config.enterprise_project_id.as_deref().unwrap_or(""),
-            creds.1
-        );
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let client = clients
-            .entry(key)
-            .or_insert_with(|| {
-                HssClient::with_http(self.http.clone(), config, creds.0, self.budget.clone())
-                    .with_observer(self.metrics.clone())
-            })
-            .clone();
-        Ok(Ok(client))
-    }
-
-    /// Credentials for `obj` and a fingerprint of their material (so rotation takes effect).
-    async fn credentials_for(
-        &self,
-        obj: &ClusterScanTask,
-    ) -> Result<Result<(Credentials, String), CredentialsProblem>, Error> {
-        let (ns, name) = match (
-            &obj.spec.credentials_secret_ref,
-            &self.args.credentials_secret,
-        ) {
-            (Some(r), _) => (obj.namespace().unwrap_or_default(), r.name.clone()),
-            (None, _)
-                if self.args.hss.access_key.is_some() || self.args.hss.auth_token.is_some() =>
-            {
-                return Ok(match self.args.hss.credentials() {
-                    Ok(c) => {
-                        let fp = c.identity();
-                        Ok((c, fp))
-                    }
-                    Err(e) => Err(CredentialsProblem::Invalid(crate::report_error(&e))),
-                });
-            }
-            (None, Some(default)) => match default.split_once('/') {
-                Some((ns, name)) => (ns.to_string(), name.to_string()),
-                None => {
-                    return Ok(Err(CredentialsProblem::Invalid(format!(
-                        "--credentials-secret {default:?} is not NAMESPACE/NAME"
-                    ))));
-                }
-            },
-            (None, None) => return Ok(Err(CredentialsProblem::NoDefault)),
-        };
-        let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &ns);
-        let secret = match secrets.get_opt(&name).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Ok(Err(CredentialsProblem::Missing(format!(
-                    "Secret {ns}/{name} does not exist"
-                ))));
-            }
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                return Ok(Err(CredentialsProblem::Missing(format!(
-                    "the operator may not read Secret {ns}/{name} (RBAC)"
-                ))));
-            }
-            Err(e) => return Err(Error::ReadSecret(e)),
-        };
-        Ok(credentials_from_secret(&secret)
-            .map_err(CredentialsProblem::Invalid)
-            .map(|c| {
-                let fp = format!(
-                    "{}#{}",
-                    c.identity(),
-                    &hss::signer::hex_sha256(
-                        format!(
-                            "{}:{}",
-                            secret.uid().unwrap_or_default(),
-                            secret.resource_version().unwrap_or_default()
-                        )
-                        .as_bytes()
-                    )[..12]
-                );
-                (c, fp)
-            }))
-    }
-}
-
-/// Why there are no usable credentials; becomes `CredentialsReady=False`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialsProblem {
-    Missing(String),
-    Invalid(String),
-    NoDefault,
-}
-
-impl CredentialsProblem {
-    fn reason(&self) -> &'static str {
-        match self {
-            CredentialsProblem::Missing(_) => "SecretNotFound",
-            CredentialsProblem::Invalid(_) => "SecretInvalid",
-            CredentialsProblem::NoDefault => "NoCredentials",
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            CredentialsProblem::Missing(m) | CredentialsProblem::Invalid(m) => m.clone(),
-            CredentialsProblem::NoDefault => {
-                "spec.credentialsSecretRef is not set and the operator has no default credentials"
-                    .into()
-            }
-        }
-    }
-}
-
-/// Reads `accessKey`/`secretKey` (+ `securityToken`) or `authToken` from a Secret. Pure.
-pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, String> {
-    let name = secret.name_any();
-    let get = |key: &str| -> Result<Option<String>, String> {
-        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
-            return String::from_utf8(v.0.clone())
-                .map(|s| Some(s.trim().to_string()))
-                .map_err(|_| format!("Secret {name} key {key} is not UTF-8 text"));
-        }
-        Ok(secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|s| s.trim().to_string()))
-    };
-    let described = |e: hss::credentials::Error| format!("Secret {name}: {e}");
-    if let Some(token) = get("authToken")? {
-        return Credentials::token(&token).map_err(described);
-    }
-    match (get("accessKey")?, get("secretKey")?, get("securityToken")?) {
-        (Some(ak), Some(sk), Some(token)) if !token.is_empty() => {
-            Credentials::temporary(&ak, &sk, &token).map_err(described)
-        }
-        (Some(ak), Some(sk), _) => Credentials::permanent(&ak, &sk).map_err(described),
-        _ => Err(format!(
-            "Secret {name} needs keys accessKey and secretKey (optionally securityToken), or authToken"
-        )),
     }
 }
 
@@ -408,7 +275,7 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
     let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,
-            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+            Finalizer::Cleanup(obj) => submit::cleanup(obj, &ctx).await,
         }
     })
     .instrument(span)
@@ -437,28 +304,12 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
         Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
 
     // Validate (pure). An invalid spec can only have been admitted by an API server without CEL.
+    let now = jiff::Timestamp::now();
     let req = match obj.spec.to_request() {
         Ok(req) => req,
         Err(e) if phase == Phase::Pending => {
-            let mut st = obj.status.clone().unwrap_or_default();
-            st.phase = Some(Phase::Failed);
-            st.observed_generation = obj.metadata.generation;
-            let message = crate::report_error(&e);
-            status::set_condition(
-                &mut st,
-                obj.metadata.generation,
-                status::FAILED,
-                true,
-                "InvalidSpec",
-                message.clone(),
-            );
-            st.last_error = Some(status::last_error(e.category(), None, &message, None));
-            status::write(&api, &obj, &st)
-                .await
-                .map_err(Error::WriteStatus)?;
-            ctx.event(&obj, events::warning("InvalidSpec", "Validate", &message))
-                .await;
-            return Ok(Action::await_change());
+            let t = transitions::invalid_spec(&obj, e.category(), &crate::report_error(&e), now);
+            return Ok(ctx.commit(&obj, t).await?.1);
         }
         Err(e) => {
             tracing::error!(error = %e, "spec of a submitted scan no longer converts; following by task id only");
@@ -469,57 +320,24 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
     let hss = match ctx.hss_for(&obj).await? {
         Ok(client) => client,
         Err(problem) => {
-            let mut st = obj.status.clone().unwrap_or_default();
-            let message = problem.message();
-            let was_false = status::condition(&st, status::CREDENTIALS_READY)
-                .is_some_and(|c| c.status == "False" && c.message == message);
-            st.phase.get_or_insert(Phase::Pending);
-            if status::set_condition(
-                &mut st,
-                obj.metadata.generation,
-                status::CREDENTIALS_READY,
-                false,
-                problem.reason(),
-                message.clone(),
-            ) {
-                status::write(&api, &obj, &st)
-                    .await
-                    .map_err(Error::WriteStatus)?;
-            }
-            if !was_false {
-                ctx.event(
-                    &obj,
-                    events::warning(problem.reason(), "ReadCredentials", &message),
-                )
-                .await;
-            }
             // The Secret watch reconciles again when it appears or changes.
-            return Ok(Action::requeue(Duration::from_secs(300)));
+            let t = transitions::credentials_unavailable(
+                &obj,
+                problem.reason(),
+                &problem.message(),
+                Duration::from_secs(300),
+                now,
+            );
+            return Ok(ctx.commit(&obj, t).await?.1);
         }
     };
-    let obj = if status::condition(
-        obj.status.as_ref().map_or(&Default::default(), |s| s),
-        status::CREDENTIALS_READY,
-    )
-    .is_none_or(|c| c.status != "True")
-    {
-        let mut st = obj.status.clone().unwrap_or_default();
-        st.phase.get_or_insert(Phase::Pending);
-        status::set_condition(
-            &mut st,
-            obj.metadata.generation,
-            status::CREDENTIALS_READY,
-            true,
-            "Found",
-            "credentials are available",
-        );
-        Arc::new(
+    let obj = match transitions::credentials_ready(&obj, now) {
+        Some(st) => Arc::new(
             status::write(&api, &obj, &st)
                 .await
                 .map_err(Error::WriteStatus)?,
-        )
-    } else {
-        obj
+        ),
+        None => obj,
     };
 
     match phase {
@@ -528,116 +346,6 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
         Phase::Submitted | Phase::Running => tracking::follow(obj, ctx, &hss).await,
         Phase::Succeeded | Phase::PartiallyFailed | Phase::Failed => Ok(Action::await_change()),
     }
-}
-
-/// Deletion: resolve an in-flight attempt (bounded), claim every task id the object had so
-/// no other object adopts it, record what is known in an Event, let go. Never waits on HSS or
-/// the claims store longer than `--cleanup-timeout`.
-async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
-    let uid = Context::uid(&obj);
-    let written = obj.status.as_ref().and_then(|s| s.task_id.clone());
-    if let Some(id) = &written {
-        ctx.poller.untrack(id);
-    }
-    let remembered = ctx.ledger.remembered(&uid);
-    let unresolved =
-        written.is_none() && remembered.is_none() && status::phase(&obj) == Phase::Submitting;
-    let started = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.submission.as_ref())
-        .and_then(|s| s.started_at.clone());
-    let deadline = tokio::time::Instant::now() + ctx.args.cleanup_timeout;
-    // An attempt in flight: find its task (bounded), taking it exclusively like resolve does.
-    let found = if unresolved {
-        let search = async {
-            let req = obj.spec.to_request().ok()?;
-            let hss = ctx.hss_for(&obj).await.ok()?.ok()?;
-            let started = started.as_ref()?.0.as_millisecond();
-            loop {
-                let found = ctx
-                    .ledger
-                    .adopt(
-                        &uid,
-                        &submit::scope_of(&hss),
-                        ctx.owned_task_ids(&obj),
-                        |claimed| {
-                            let (hss, req) = (&hss, &req);
-                            async move {
-                                resolve::lookup(hss, req, started, &claimed, ctx.args.lookup_settle)
-                                    .await
-                            }
-                        },
-                    )
-                    .await;
-                match found {
-                    Ok(resolve::Lookup::Candidates(c)) => return Some(Some(c[0].task_id.clone())),
-                    Ok(resolve::Lookup::NotFound) => return Some(None),
-                    Ok(resolve::Lookup::Inconclusive) => return None,
-                    Ok(resolve::Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "lookup during deletion failed");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                }
-            }
-        };
-        tokio::time::timeout_at(deadline, search)
-            .await
-            .ok()
-            .flatten()
-    } else {
-        None
-    };
-    let found_id = found.clone().flatten();
-    let ids: Vec<String> = written.iter().chain(&found_id).cloned().collect();
-    let scope = ctx.scope_of(&obj);
-    let release = ctx.ledger.release(&uid, scope.as_deref(), ids);
-    match tokio::time::timeout_at(deadline + Duration::from_secs(5), release).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let message = format!(
-                "the claim on this object's HSS task could not be stored ({}); an unresolved attempt of another object could adopt it after a restart of the operator",
-                crate::report_error(&e)
-            );
-            ctx.event(
-                &obj,
-                events::warning("ClaimNotRecorded", "Delete", &message),
-            )
-            .await;
-        }
-        Err(_) => {
-            tracing::warn!("storing the claim on a deleted object's task timed out");
-        }
-    }
-    if written.is_none() && status::phase(&obj) == Phase::Submitting {
-        let note = match (remembered, found) {
-            (Some(task_id), _) => Some(format!(
-                "deleted; HSS task {task_id} was created for it and keeps running (HSS cannot cancel tasks)"
-            )),
-            (None, Some(Some(task_id))) => Some(format!(
-                "deleted; the in-flight attempt created HSS task {task_id}, which keeps running (HSS cannot cancel tasks)"
-            )),
-            (None, Some(None)) => None,
-            (None, None) => {
-                let at = started
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_else(|| "unknown time".into());
-                ctx.event(&obj, events::warning("DeletedUnresolved", "Delete", &format!("deleted while a CreateTask attempt (started {at}) was unresolved and HSS could not be asked within {}s; check the HSS console for a task created then", ctx.args.cleanup_timeout.as_secs()))).await;
-                return Ok(Action::await_change());
-            }
-        };
-        let ev = match &note {
-            Some(note) => events::normal("DeletedWithTask", "Delete", note),
-            None => events::normal(
-                "Deleted",
-                "Delete",
-                "deleted; the in-flight attempt created no HSS task",
-            ),
-        };
-        ctx.event(&obj, ev).await;
-    }
-    Ok(Action::await_change())
 }
 
 impl Error {

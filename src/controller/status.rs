@@ -1,7 +1,7 @@
 //! ClusterScanTask status: phases, its condition types, `lastError`, and its writer (the
 //! kit's conditional whole-status apply, plus `Finished` on every final phase).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 
 use crate::{
@@ -23,36 +23,6 @@ pub fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-/// Sets condition `type_` on `status` now (see [`conditions::set`]). Returns whether status,
-/// reason or message changed.
-pub fn set_condition(
-    status: &mut ClusterScanTaskStatus,
-    generation: Option<i64>,
-    type_: &str,
-    value: bool,
-    reason: &str,
-    message: impl Into<String>,
-) -> bool {
-    conditions::set(
-        &mut status.conditions,
-        generation,
-        type_,
-        value,
-        reason,
-        &message.into(),
-        jiff::Timestamp::now(),
-    )
-}
-
-/// Removes condition `type_`. Returns whether it was there.
-pub fn clear_condition(status: &mut ClusterScanTaskStatus, type_: &str) -> bool {
-    conditions::clear(&mut status.conditions, type_)
-}
-
-pub fn condition<'a>(status: &'a ClusterScanTaskStatus, type_: &str) -> Option<&'a Condition> {
-    conditions::get(&status.conditions, type_)
-}
-
 /// The phase of an object, `Pending` when unset.
 pub fn phase(obj: &ClusterScanTask) -> Phase {
     obj.status
@@ -70,22 +40,23 @@ pub fn with_finished(
     let Some(phase) = status.phase.filter(|p| p.is_final()) else {
         return std::borrow::Cow::Borrowed(status);
     };
-    let done = condition(status, FINISHED)
+    let done = conditions::get(&status.conditions, FINISHED)
         .is_some_and(|c| c.status == "True" && c.reason == phase.as_str());
     if done {
         return std::borrow::Cow::Borrowed(status);
     }
     let mut st = status.clone();
-    set_condition(
-        &mut st,
+    conditions::set(
+        &mut st.conditions,
         generation,
         FINISHED,
         true,
         phase.as_str(),
-        format!(
+        &format!(
             "the scan ended {}; see the Complete and Failed conditions",
             phase.as_str()
         ),
+        jiff::Timestamp::now(),
     );
     std::borrow::Cow::Owned(st)
 }
@@ -145,7 +116,7 @@ mod tests {
                 ..Default::default()
             };
             let out = with_finished(&st, Some(3));
-            let cond = condition(&out, FINISHED);
+            let cond = conditions::get(&out.conditions, FINISHED);
             assert_eq!(cond.is_some(), finished, "{why}");
             if let Some(c) = cond {
                 assert_eq!(

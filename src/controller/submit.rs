@@ -61,7 +61,7 @@
 //! # Errors
 //! - Writing the attempt record fails: nothing was sent; a conflict (409) starts over from a
 //!   fresh copy, anything else goes to the error policy (backoff).
-//! - The POST fails: classified by [`Outcome`] as above; the error (code and request id
+//! - The POST fails: classified by [`Outcome`](crate::hss::client::Outcome) as above; the error (code and request id
 //!   included) is kept in `status.lastError`.
 //! - A lookup fails: the object stays `Submitting` with `lastError`, retried after the
 //!   server's Retry-After or backoff; it never posts on a failed or incomplete lookup.
@@ -83,13 +83,13 @@ use super::{
     Context, Error, Step,
     claims::{self, Claim, ClaimStore},
     status,
+    transitions::{self, Resolution},
 };
 use crate::kit::{events, retry::backoff};
 use crate::{
-    crd::{ClusterScanTask, ClusterScanTaskStatus, Phase, cluster_scan_task::Submission},
+    crd::{ClusterScanTask, Phase},
     hss::{
         self, Api as HssApi, HssClient,
-        client::Outcome,
         model::{CreateTaskRequest, CreateTaskResponse},
         resolve::{self, Lookup},
     },
@@ -235,10 +235,6 @@ fn millis(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
     t.0.as_millisecond()
 }
 
-fn current_status(obj: &ClusterScanTask) -> ClusterScanTaskStatus {
-    obj.status.clone().unwrap_or_default()
-}
-
 /// Pending: wait for backoff and budget, record the attempt, POST, classify.
 pub(super) async fn submit(
     obj: Arc<ClusterScanTask>,
@@ -251,11 +247,13 @@ pub(super) async fn submit(
     // A task this process already knows for the object wins over what the (possibly stale)
     // status says: never post while a task id is remembered.
     if let Some(task_id) = ctx.ledger.remembered(&Context::uid(&obj)) {
-        return record_task_id(&api, &obj, ctx, hss, &task_id, "Response").await;
+        return record_task_id(&obj, ctx, hss, &task_id, Resolution::Response).await;
     }
-    let generation = obj.metadata.generation;
-    let mut st = current_status(&obj);
-    let sub = st.submission.clone().unwrap_or_default();
+    let sub = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.submission.clone())
+        .unwrap_or_default();
 
     // Backoff after failed attempts, measured from the last attempt (kept in status).
     if sub.attempts > 0
@@ -271,45 +269,15 @@ pub(super) async fn submit(
     let permit = match hss.try_acquire(HssApi::CreateTask) {
         Ok(permit) => permit,
         Err(wait) => {
-            let message = format!(
-                "waiting {}s for the HSS CreateTask budget",
-                wait.as_secs().max(1)
-            );
-            let was = status::condition(&st, status::THROTTLED).is_some_and(|c| c.status == "True");
-            if status::set_condition(
-                &mut st,
-                generation,
-                status::THROTTLED,
-                true,
-                "BudgetExhausted",
-                message.clone(),
-            ) {
-                st.phase.get_or_insert(Phase::Pending);
-                status::write(&api, &obj, &st)
-                    .await
-                    .map_err(Error::WriteStatus)?;
-                if !was {
-                    ctx.event(&obj, events::warning("Throttled", "Submit", &message))
-                        .await;
-                }
-            }
-            return Ok(Action::requeue(wait));
+            let t = transitions::waiting_for_budget(&obj, wait, jiff::Timestamp::now());
+            return Ok(ctx.commit(&obj, t).await?.1);
         }
     };
 
-    // Record the attempt; only then POST.
+    // Record the attempt; only then POST. The one status write outside a transition's commit:
+    // it must be durable before the POST.
     let attempt_id = new_attempt_id();
-    let started = status::now();
-    st.phase = Some(Phase::Submitting);
-    st.submission = Some(Submission {
-        attempt_id: Some(attempt_id.clone()),
-        started_at: Some(started.clone()),
-        attempts: sub.attempts + 1,
-        last_attempt_at: Some(started.clone()),
-        resolution: None,
-    });
-    status::clear_condition(&mut st, status::THROTTLED);
-    st.observed_generation = generation;
+    let st = transitions::attempt(&obj, &attempt_id, jiff::Timestamp::now());
     let recorded = match status::write(&api, &obj, &st).await {
         Ok(o) => o,
         Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -339,156 +307,37 @@ pub(super) async fn submit(
     ctx.fail_point(Step::AfterPost, &obj).await;
 
     match result {
-        Ok(resp) => record_task_id(&api, &recorded, ctx, hss, &resp.task_id, "Response").await,
+        Ok(resp) => record_task_id(&recorded, ctx, hss, &resp.task_id, Resolution::Response).await,
         Err(err) => {
-            let mut st = current_status(&recorded);
-            st.last_error = Some(status::last_error(
-                err.category(),
-                err.error_code(),
-                &crate::report_error(&err),
-                err.request_id(),
-            ));
-            match err.outcome() {
-                Outcome::Rejected => {
-                    st.phase = Some(Phase::Failed);
-                    if let Some(s) = st.submission.as_mut() {
-                        s.attempt_id = None;
-                        s.started_at = None;
-                        s.resolution = Some("Rejected".into());
-                    }
-                    let reason = events::reason_for(err.category());
-                    let message = format!("HSS rejected the scan: {}", crate::report_error(&err));
-                    status::set_condition(
-                        &mut st,
-                        generation,
-                        status::FAILED,
-                        true,
-                        &reason,
-                        message.clone(),
-                    );
-                    status::set_condition(
-                        &mut st,
-                        generation,
-                        status::COMPLETE,
-                        false,
-                        &reason,
-                        "the scan never ran",
-                    );
-                    if err.is_signature_failure() {
-                        status::set_condition(
-                            &mut st,
-                            generation,
-                            status::CREDENTIALS_READY,
-                            false,
-                            "AuthenticationFailed",
-                            "HSS refused the signature or token; fix the credentials and create a new ClusterScanTask (signature failures are not retried: HSS locks an AK/SK after repeated failures)",
-                        );
-                    }
-                    status::write(&api, &recorded, &st)
-                        .await
-                        .map_err(Error::WriteStatus)?;
-                    ctx.event(&recorded, events::warning("Failed", "Submit", &message))
-                        .await;
-                    Ok(Action::await_change())
-                }
-                Outcome::Retryable => {
-                    st.phase = Some(Phase::Pending);
-                    if let Some(s) = st.submission.as_mut() {
-                        s.attempt_id = None;
-                        s.started_at = None;
-                        s.resolution = Some("NotSent".into());
-                    }
-                    let attempts = st.submission.as_ref().map_or(1, |s| s.attempts);
-                    let wait = err.retry_after().unwrap_or_else(|| backoff(attempts));
-                    if err.status() == Some(429) {
-                        let message = format!(
-                            "HSS throttled CreateTask (APIGW.0308); retrying in {}s",
-                            wait.as_secs()
-                        );
-                        status::set_condition(
-                            &mut st,
-                            generation,
-                            status::THROTTLED,
-                            true,
-                            "Throttled",
-                            message.clone(),
-                        );
-                        ctx.event(&recorded, events::warning("Throttled", "Submit", &message))
-                            .await;
-                    }
-                    status::write(&api, &recorded, &st)
-                        .await
-                        .map_err(Error::WriteStatus)?;
-                    Ok(Action::requeue(wait))
-                }
-                Outcome::Ambiguous => {
-                    // Keep Submitting: the next reconcile resolves by lookup.
-                    status::write(&api, &recorded, &st)
-                        .await
-                        .map_err(Error::WriteStatus)?;
-                    ctx.event(
-                        &recorded,
-                        events::warning(
-                            "SubmissionAmbiguous",
-                            "Submit",
-                            &format!("CreateTask outcome unknown ({}); resolving by lookup, not by posting again", err.category()),
-                        ),
-                    )
-                    .await;
-                    Ok(Action::requeue(Duration::from_secs(1)))
-                }
-            }
+            let t = transitions::post_failed(&recorded, &err, jiff::Timestamp::now());
+            Ok(ctx.commit(&recorded, t).await?.1)
         }
     }
 }
 
-/// Writes a known task id: `phase=Submitted`.
+/// Writes a known task id (`phase=Submitted`) and has the shared poll follow it.
 pub(super) async fn record_task_id(
-    api: &Api<ClusterScanTask>,
     obj: &ClusterScanTask,
     ctx: &Context,
     hss: &HssClient,
     task_id: &str,
-    resolution: &str,
+    resolution: Resolution,
 ) -> Result<Action, Error> {
     ctx.fail_point(Step::BeforeIdWrite, obj).await;
-    let generation = obj.metadata.generation;
-    let mut st = current_status(obj);
-    st.phase = Some(Phase::Submitted);
-    st.task_id = Some(task_id.to_string());
-    st.submitted_at = Some(status::now());
-    st.last_error = None;
-    if let Some(s) = st.submission.as_mut() {
-        s.resolution = Some(resolution.to_string());
-    }
-    status::clear_condition(&mut st, status::THROTTLED);
-    let (reason, message) = if resolution == "Lookup" {
-        (
-            "Adopted",
-            format!("found HSS task {task_id} created by an earlier attempt"),
-        )
-    } else {
-        ("Submitted", format!("HSS created task {task_id}"))
-    };
-    status::set_condition(
-        &mut st,
-        obj.metadata.generation,
-        status::SUBMITTED,
-        true,
-        reason,
-        message.clone(),
+    let t = transitions::task_known(
+        obj,
+        task_id,
+        resolution,
+        ctx.poller.interval(),
+        jiff::Timestamp::now(),
     );
-    st.observed_generation = generation;
     // The id stays remembered until deletion: the cache may not show this write yet, and a
     // lookup for another object must not take the same task in the meantime.
-    let written = status::write(api, obj, &st)
-        .await
-        .map_err(Error::WriteStatus)?;
-    ctx.event(&written, events::normal(reason, "Submit", &message))
-        .await;
-    let created = st
-        .submission
+    let (written, action) = ctx.commit(obj, t).await?;
+    let created = written
+        .status
         .as_ref()
+        .and_then(|s| s.submission.as_ref())
         .and_then(|s| s.started_at.as_ref())
         .map_or_else(|| jiff::Timestamp::now().as_millisecond(), millis);
     ctx.poller.track(
@@ -498,7 +347,7 @@ pub(super) async fn record_task_id(
         created,
         kube::runtime::reflector::ObjectRef::from(&written),
     );
-    Ok(Action::requeue(ctx.poller.interval() * 4))
+    Ok(action)
 }
 
 /// Submitting: establish whether the recorded attempt created a task.
@@ -508,16 +357,18 @@ pub(super) async fn resolve_attempt(
     hss: &HssClient,
     req: &CreateTaskRequest,
 ) -> Result<Action, Error> {
-    let api: Api<ClusterScanTask> =
-        Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
     let uid = Context::uid(&obj);
     if let Some(task_id) = ctx.ledger.remembered(&uid) {
-        return record_task_id(&api, &obj, ctx, hss, &task_id, "Response").await;
+        return record_task_id(&obj, ctx, hss, &task_id, Resolution::Response).await;
     }
-    let st = current_status(&obj);
-    let Some(started) = st.submission.as_ref().and_then(|s| s.started_at.clone()) else {
+    let started = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.submission.as_ref())
+        .and_then(|s| s.started_at.clone());
+    let Some(started) = started else {
         // A Submitting record without a start time cannot be searched; treat as not sent.
-        return back_to_pending(&api, &obj, ctx, "NotFound").await;
+        return Ok(ctx.commit(&obj, transitions::not_created(&obj)).await?.1);
     };
     // Adoptions are serialised, and wait for POSTs in flight, so two objects never take the
     // same candidate and no lookup mistakes another object's fresh task for its own.
@@ -534,60 +385,124 @@ pub(super) async fn resolve_attempt(
         .await;
     match lookup {
         Ok(Lookup::Candidates(candidates)) => {
-            let task_id = candidates[0].task_id.clone();
-            record_task_id(&api, &obj, ctx, hss, &task_id, "Lookup").await
+            record_task_id(&obj, ctx, hss, &candidates[0].task_id, Resolution::Lookup).await
         }
-        Ok(Lookup::NotFound) => back_to_pending(&api, &obj, ctx, "NotFound").await,
+        Ok(Lookup::NotFound) => Ok(ctx.commit(&obj, transitions::not_created(&obj)).await?.1),
         Ok(Lookup::TooEarly(wait)) => Ok(Action::requeue(wait)),
         // Stay Submitting: never post again on an incomplete search.
         Ok(Lookup::Inconclusive) => Ok(Action::requeue(
             ctx.args.lookup_settle.max(Duration::from_secs(5)),
         )),
         Err(err) => {
-            let mut st = st;
-            st.last_error = Some(status::last_error(
-                err.category(),
-                err.error_code(),
-                &crate::report_error(&err),
-                err.request_id(),
-            ));
-            status::write(&api, &obj, &st)
-                .await
-                .map_err(Error::WriteStatus)?;
-            let attempts = st.submission.as_ref().map_or(1, |s| s.attempts);
-            Ok(Action::requeue(
-                err.retry_after().unwrap_or_else(|| backoff(attempts)),
-            ))
+            let t = transitions::lookup_failed(&obj, &err, jiff::Timestamp::now());
+            Ok(ctx.commit(&obj, t).await?.1)
         }
     }
 }
 
-async fn back_to_pending(
-    api: &Api<ClusterScanTask>,
-    obj: &ClusterScanTask,
-    ctx: &Context,
-    resolution: &str,
-) -> Result<Action, Error> {
-    let mut st = current_status(obj);
-    st.phase = Some(Phase::Pending);
-    if let Some(s) = st.submission.as_mut() {
-        s.attempt_id = None;
-        s.started_at = None;
-        s.resolution = Some(resolution.to_string());
+/// Deletion: resolve an in-flight attempt (bounded), claim every task id the object had so
+/// no other object adopts it, record what is known in an Event, let go. Never waits on HSS or
+/// the claims store longer than `--cleanup-timeout`.
+pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
+    let uid = Context::uid(&obj);
+    let written = obj.status.as_ref().and_then(|s| s.task_id.clone());
+    if let Some(id) = &written {
+        ctx.poller.untrack(id);
     }
-    status::write(api, obj, &st)
-        .await
-        .map_err(Error::WriteStatus)?;
-    ctx.event(
-        obj,
-        events::normal(
-            "NotCreated",
-            "Submit",
-            "lookup proved the earlier CreateTask attempt created no task; submitting again",
-        ),
-    )
-    .await;
-    Ok(Action::requeue(Duration::from_millis(100)))
+    let remembered = ctx.ledger.remembered(&uid);
+    let unresolved =
+        written.is_none() && remembered.is_none() && status::phase(&obj) == Phase::Submitting;
+    let started = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.submission.as_ref())
+        .and_then(|s| s.started_at.clone());
+    let deadline = tokio::time::Instant::now() + ctx.args.cleanup_timeout;
+    // An attempt in flight: find its task (bounded), taking it exclusively like resolve does.
+    let found = if unresolved {
+        let search = async {
+            let req = obj.spec.to_request().ok()?;
+            let hss = ctx.hss_for(&obj).await.ok()?.ok()?;
+            let started = started.as_ref()?.0.as_millisecond();
+            loop {
+                let found = ctx
+                    .ledger
+                    .adopt(&uid, &scope_of(&hss), ctx.owned_task_ids(&obj), |claimed| {
+                        let (hss, req) = (&hss, &req);
+                        async move {
+                            resolve::lookup(hss, req, started, &claimed, ctx.args.lookup_settle)
+                                .await
+                        }
+                    })
+                    .await;
+                match found {
+                    Ok(resolve::Lookup::Candidates(c)) => return Some(Some(c[0].task_id.clone())),
+                    Ok(resolve::Lookup::NotFound) => return Some(None),
+                    Ok(resolve::Lookup::Inconclusive) => return None,
+                    Ok(resolve::Lookup::TooEarly(wait)) => tokio::time::sleep(wait).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lookup during deletion failed");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, search)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let found_id = found.clone().flatten();
+    let ids: Vec<String> = written.iter().chain(&found_id).cloned().collect();
+    let scope = ctx.scope_of(&obj);
+    let release = ctx.ledger.release(&uid, scope.as_deref(), ids);
+    match tokio::time::timeout_at(deadline + Duration::from_secs(5), release).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let message = format!(
+                "the claim on this object's HSS task could not be stored ({}); an unresolved attempt of another object could adopt it after a restart of the operator",
+                crate::report_error(&e)
+            );
+            ctx.event(
+                &obj,
+                events::warning("ClaimNotRecorded", "Delete", &message),
+            )
+            .await;
+        }
+        Err(_) => {
+            tracing::warn!("storing the claim on a deleted object's task timed out");
+        }
+    }
+    if written.is_none() && status::phase(&obj) == Phase::Submitting {
+        let note = match (remembered, found) {
+            (Some(task_id), _) => Some(format!(
+                "deleted; HSS task {task_id} was created for it and keeps running (HSS cannot cancel tasks)"
+            )),
+            (None, Some(Some(task_id))) => Some(format!(
+                "deleted; the in-flight attempt created HSS task {task_id}, which keeps running (HSS cannot cancel tasks)"
+            )),
+            (None, Some(None)) => None,
+            (None, None) => {
+                let at = started
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_else(|| "unknown time".into());
+                ctx.event(&obj, events::warning("DeletedUnresolved", "Delete", &format!("deleted while a CreateTask attempt (started {at}) was unresolved and HSS could not be asked within {}s; check the HSS console for a task created then", ctx.args.cleanup_timeout.as_secs()))).await;
+                return Ok(Action::await_change());
+            }
+        };
+        let ev = match &note {
+            Some(note) => events::normal("DeletedWithTask", "Delete", note),
+            None => events::normal(
+                "Deleted",
+                "Delete",
+                "deleted; the in-flight attempt created no HSS task",
+            ),
+        };
+        ctx.event(&obj, ev).await;
+    }
+    Ok(Action::await_change())
 }
 
 /// The claims scope of a client's tasks: its endpoint and project.

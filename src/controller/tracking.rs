@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use kube::{Api, ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
+use kube::{runtime::controller::Action, runtime::reflector::ObjectRef};
 
-use super::{Context, Error, status};
-use crate::kit::{events, retry::backoff};
+use super::{Context, Error, transitions};
 use crate::{
     crd::{
-        ClusterScanTask, Phase,
+        ClusterScanTask,
         cluster_scan_task::{MAX_RESULTS, Progress, ResourceResult, ScanFailure},
     },
     hss::{
@@ -91,22 +90,24 @@ pub fn results(resp: &ListTaskResourcesResponse) -> Vec<ResourceResult> {
     rows
 }
 
+/// Submitted or Running: apply the shared poll's view; when HSS reports the task finished,
+/// fetch the results and either ask for a retry of failed clusters or finish.
 pub(super) async fn follow(
     obj: Arc<ClusterScanTask>,
     ctx: &Context,
     hss: &HssClient,
 ) -> Result<Action, Error> {
-    let api: Api<ClusterScanTask> =
-        Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
-    let current = obj.status.clone().unwrap_or_default();
-    let Some(task_id) = current.task_id.clone() else {
+    let Some(st) = obj.status.as_ref() else {
         return Ok(Action::await_change());
     };
-    let created = current
+    let Some(task_id) = st.task_id.clone() else {
+        return Ok(Action::await_change());
+    };
+    let created = st
         .submission
         .as_ref()
         .and_then(|s| s.started_at.as_ref())
-        .or(current.submitted_at.as_ref())
+        .or(st.submitted_at.as_ref())
         .map_or_else(
             || jiff::Timestamp::now().as_millisecond(),
             |t| t.0.as_millisecond(),
@@ -118,145 +119,44 @@ pub(super) async fn follow(
         created,
         ObjectRef::from(obj.as_ref()),
     );
+    let poll_every = ctx.poller.interval();
     let Some(info) = ctx.poller.latest(&task_id) else {
-        return Ok(Action::requeue(ctx.poller.interval() * 4));
+        return Ok(Action::requeue(poll_every * 4));
     };
-
-    let generation = obj.metadata.generation;
-    let mut st = current.clone();
-    st.progress = Some(progress(&info));
-    st.observed_generation = generation;
-    let mut events_to_send = Vec::new();
-    let mut action = Action::requeue(ctx.poller.interval() * 4);
-    match info.task_status {
-        TaskStatus::Ready => st.phase = Some(Phase::Submitted),
-        TaskStatus::Running | TaskStatus::Unknown => {
-            if st.phase != Some(Phase::Running) {
-                events_to_send.push(events::normal(
-                    "Running",
-                    "Track",
-                    &format!("HSS task {task_id} is running"),
-                ));
-            }
-            st.phase = Some(Phase::Running);
-        }
-        TaskStatus::Finished => {
-            let req = ListTaskResourcesRequest {
-                task_type: obj.spec.task_type,
-                cluster_scan_info: None,
-                iac_scan_info: None,
-            };
-            let resp = match hss.list_task_resources(&task_id, &req, 0, MAX_PAGE).await {
-                Ok(r) => r,
-                Err(e) => {
-                    st.last_error = Some(status::last_error(
-                        e.category(),
-                        e.error_code(),
-                        &crate::report_error(&e),
-                        e.request_id(),
-                    ));
-                    if st != current {
-                        status::write(&api, &obj, &st)
-                            .await
-                            .map_err(Error::WriteStatus)?;
-                    }
-                    return Ok(Action::requeue(
-                        e.retry_after().unwrap_or_else(|| backoff(2)),
-                    ));
-                }
-            };
-            let rows = results(&resp);
-            let failed = st
-                .progress
-                .as_ref()
-                .and_then(|p| p.failed)
-                .unwrap_or(0)
-                .max(rows.iter().filter(|r| r.status == "failed").count() as i64);
-            let retries = st.retries.unwrap_or(0);
-            let allowed = obj.spec.retry_failed_clusters.unwrap_or(0);
-            if failed > 0 && obj.spec.task_type == TaskType::ClusterScan && retries < allowed {
-                let retry = RetryTaskRequest {
-                    task_type: TaskType::ClusterScan,
-                    cluster_scan_info: RetryClusterScanInfo {
-                        range_type: RetryRangeType::AllFailedCluster,
-                        cluster_info_list: None,
-                    },
-                };
-                match hss.retry_task(&task_id, &retry).await {
-                    Ok(()) => {
-                        st.retries = Some(retries + 1);
-                        st.phase = Some(Phase::Running);
-                        st.results = rows;
-                        ctx.poller.reset(&task_id);
-                        events_to_send.push(events::normal(
-                            "Retried",
-                            "Retry",
-                            &format!("{failed} cluster(s) failed; HSS re-runs them (retry {} of {allowed})", retries + 1),
-                        ));
-                    }
-                    Err(e) => {
-                        st.last_error = Some(status::last_error(
-                            e.category(),
-                            e.error_code(),
-                            &crate::report_error(&e),
-                            e.request_id(),
-                        ));
-                        status::write(&api, &obj, &st)
-                            .await
-                            .map_err(Error::WriteStatus)?;
-                        return Ok(Action::requeue(
-                            e.retry_after().unwrap_or_else(|| backoff(2)),
-                        ));
-                    }
-                }
-            } else {
-                let phase = if failed > 0 {
-                    Phase::PartiallyFailed
-                } else {
-                    Phase::Succeeded
-                };
-                st.phase = Some(phase);
-                st.finished_at = Some(status::now());
-                st.results = rows;
-                st.last_error = None;
-                let message = match phase {
-                    Phase::Succeeded => format!(
-                        "HSS task {task_id} finished; every {} succeeded",
-                        if obj.spec.task_type == TaskType::ClusterScan {
-                            "cluster"
-                        } else {
-                            "file"
+    let now = jiff::Timestamp::now();
+    let t = if info.task_status != TaskStatus::Finished {
+        transitions::progressed(&obj, &info, poll_every)
+    } else {
+        let req = ListTaskResourcesRequest {
+            task_type: obj.spec.task_type,
+            cluster_scan_info: None,
+            iac_scan_info: None,
+        };
+        match hss.list_task_resources(&task_id, &req, 0, MAX_PAGE).await {
+            Err(e) => transitions::results_unavailable(&obj, &info, &e, now),
+            Ok(resp) => {
+                let rows = results(&resp);
+                if transitions::wants_retry(&obj, &info, &rows) {
+                    let retry = RetryTaskRequest {
+                        task_type: TaskType::ClusterScan,
+                        cluster_scan_info: RetryClusterScanInfo {
+                            range_type: RetryRangeType::AllFailedCluster,
+                            cluster_info_list: None,
+                        },
+                    };
+                    match hss.retry_task(&task_id, &retry).await {
+                        Ok(()) => {
+                            ctx.poller.reset(&task_id);
+                            transitions::retried(&obj, &info, rows, poll_every)
                         }
-                    ),
-                    _ => {
-                        format!("HSS task {task_id} finished; {failed} failed (see status.results)")
+                        Err(e) => transitions::results_unavailable(&obj, &info, &e, now),
                     }
-                };
-                status::set_condition(
-                    &mut st,
-                    generation,
-                    status::COMPLETE,
-                    true,
-                    phase.as_str(),
-                    message.clone(),
-                );
-                events_to_send.push(if phase == Phase::Succeeded {
-                    events::normal("Completed", "Track", &message)
                 } else {
-                    events::warning("Completed", "Track", &message)
-                });
-                ctx.poller.untrack(&task_id);
-                action = Action::await_change();
+                    ctx.poller.untrack(&task_id);
+                    transitions::finished(&obj, &info, rows, now)
+                }
             }
         }
-    }
-    if st != current {
-        let written = status::write(&api, &obj, &st)
-            .await
-            .map_err(Error::WriteStatus)?;
-        for ev in events_to_send {
-            ctx.event(&written, ev).await;
-        }
-    }
-    Ok(action)
+    };
+    Ok(ctx.commit(&obj, t).await?.1)
 }

@@ -19,29 +19,59 @@ pub fn recorder(kube: Client) -> Recorder {
     )
 }
 
-/// Publishes `ev` about `obj`; a failure to publish is logged, never fatal.
-pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, ev: &Event) {
-    if let Err(e) = recorder.publish(ev, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, reason = %ev.reason, "failed to publish an Event");
+/// An Event to publish: what a decision says, compared and printed in tests, turned into the
+/// API's Event only when published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    /// PascalCase.
+    pub reason: String,
+    /// What the operator was doing (PascalCase).
+    pub action: String,
+    /// For people; at most 1,000 characters (the API server caps notes at 1 KiB).
+    pub note: String,
+}
+
+impl Note {
+    fn to_event(&self) -> Event {
+        Event {
+            type_: if self.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: self.reason.clone(),
+            note: Some(self.note.clone()),
+            action: self.action.clone(),
+            secondary: None,
+        }
     }
 }
 
-pub fn normal(reason: &str, action: &str, note: &str) -> Event {
-    event(EventType::Normal, reason, action, note)
+/// Publishes `note` about `obj`; a failure to publish is logged, never fatal.
+pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, note: &Note) {
+    if let Err(e) = recorder
+        .publish(&note.to_event(), &obj.object_ref(&()))
+        .await
+    {
+        tracing::warn!(error = %e, reason = %note.reason, "failed to publish an Event");
+    }
 }
 
-pub fn warning(reason: &str, action: &str, note: &str) -> Event {
-    event(EventType::Warning, reason, action, note)
+pub fn normal(reason: &str, action: &str, note: &str) -> Note {
+    event(false, reason, action, note)
 }
 
-fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
-    Event {
-        type_,
+pub fn warning(reason: &str, action: &str, note: &str) -> Note {
+    event(true, reason, action, note)
+}
+
+fn event(warning: bool, reason: &str, action: &str, note: &str) -> Note {
+    Note {
+        warning,
         reason: reason.to_string(),
-        // The API server caps notes at 1 KiB.
-        note: Some(note.chars().take(1000).collect()),
         action: action.to_string(),
-        secondary: None,
+        note: note.chars().take(1000).collect(),
     }
 }
 

@@ -218,7 +218,7 @@ impl Context {
             .push((RunInfo::from_task(run), tokio::time::Instant::now()));
     }
 
-    async fn event(&self, trigger: &ClusterScanTrigger, ev: kube::runtime::events::Event) {
+    async fn event(&self, trigger: &ClusterScanTrigger, ev: events::Note) {
         events::publish(&self.recorder, trigger, &ev).await;
     }
 }
@@ -454,7 +454,7 @@ async fn create_run(
     tasks: &Api<ClusterScanTask>,
     planned: &PlannedRun,
     decision: &mut Decision,
-    notes: &mut Vec<kube::runtime::events::Event>,
+    notes: &mut Vec<events::Note>,
     ctx: &Context,
 ) -> Result<(), Error> {
     let run_time = decision

@@ -1,0 +1,178 @@
+//! Which credentials and HSS client a ClusterScanTask uses: its own Secret, or the operator's
+//! defaults (flags and environment, or `--credentials-secret`), and one shared client per
+//! endpoint, project and credential material.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error};
+use crate::{
+    config::Overrides,
+    crd::ClusterScanTask,
+    hss::{self, Credentials, HssClient},
+};
+
+impl Context {
+    /// The HSS client for `obj` (its spec's overrides and credentials), shared by all objects
+    /// with the same settings.
+    pub(crate) async fn hss_for(
+        &self,
+        obj: &ClusterScanTask,
+    ) -> Result<Result<HssClient, CredentialsProblem>, Error> {
+        let creds = match self.credentials_for(obj).await? {
+            Ok(c) => c,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        let spec = &obj.spec;
+        let overrides = Overrides {
+            region: spec.region.as_deref(),
+            endpoint: spec.endpoint.as_deref(),
+            project_id: spec.project_id.as_deref(),
+            enterprise_project_id: spec.enterprise_project_id.as_deref(),
+        };
+        let config = self
+            .args
+            .hss
+            .client_config(&overrides)
+            .map_err(Error::Config)?;
+        let key = format!(
+            "{}|{}|{}|{}",
+            config.endpoint,
+            config.project_id,
+            config.enterprise_project_id.as_deref().unwrap_or(""),
+            creds.1
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let client = clients
+            .entry(key)
+            .or_insert_with(|| {
+                HssClient::with_http(self.http.clone(), config, creds.0, self.budget.clone())
+                    .with_observer(self.metrics.clone())
+            })
+            .clone();
+        Ok(Ok(client))
+    }
+
+    /// Credentials for `obj` and a fingerprint of their material (so rotation takes effect).
+    async fn credentials_for(
+        &self,
+        obj: &ClusterScanTask,
+    ) -> Result<Result<(Credentials, String), CredentialsProblem>, Error> {
+        let (ns, name) = match (
+            &obj.spec.credentials_secret_ref,
+            &self.args.credentials_secret,
+        ) {
+            (Some(r), _) => (obj.namespace().unwrap_or_default(), r.name.clone()),
+            (None, _)
+                if self.args.hss.access_key.is_some() || self.args.hss.auth_token.is_some() =>
+            {
+                return Ok(match self.args.hss.credentials() {
+                    Ok(c) => {
+                        let fp = c.identity();
+                        Ok((c, fp))
+                    }
+                    Err(e) => Err(CredentialsProblem::Invalid(crate::report_error(&e))),
+                });
+            }
+            (None, Some(default)) => match default.split_once('/') {
+                Some((ns, name)) => (ns.to_string(), name.to_string()),
+                None => {
+                    return Ok(Err(CredentialsProblem::Invalid(format!(
+                        "--credentials-secret {default:?} is not NAMESPACE/NAME"
+                    ))));
+                }
+            },
+            (None, None) => return Ok(Err(CredentialsProblem::NoDefault)),
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &ns);
+        let secret = match secrets.get_opt(&name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Ok(Err(CredentialsProblem::Missing(format!(
+                    "Secret {ns}/{name} does not exist"
+                ))));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Ok(Err(CredentialsProblem::Missing(format!(
+                    "the operator may not read Secret {ns}/{name} (RBAC)"
+                ))));
+            }
+            Err(e) => return Err(Error::ReadSecret(e)),
+        };
+        Ok(credentials_from_secret(&secret)
+            .map_err(CredentialsProblem::Invalid)
+            .map(|c| {
+                let fp = format!(
+                    "{}#{}",
+                    c.identity(),
+                    &hss::signer::hex_sha256(
+                        format!(
+                            "{}:{}",
+                            secret.uid().unwrap_or_default(),
+                            secret.resource_version().unwrap_or_default()
+                        )
+                        .as_bytes()
+                    )[..12]
+                );
+                (c, fp)
+            }))
+    }
+}
+
+/// Why there are no usable credentials; becomes `CredentialsReady=False`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsProblem {
+    Missing(String),
+    Invalid(String),
+    NoDefault,
+}
+
+impl CredentialsProblem {
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            CredentialsProblem::Missing(_) => "SecretNotFound",
+            CredentialsProblem::Invalid(_) => "SecretInvalid",
+            CredentialsProblem::NoDefault => "NoCredentials",
+        }
+    }
+
+    pub(crate) fn message(&self) -> String {
+        match self {
+            CredentialsProblem::Missing(m) | CredentialsProblem::Invalid(m) => m.clone(),
+            CredentialsProblem::NoDefault => {
+                "spec.credentialsSecretRef is not set and the operator has no default credentials"
+                    .into()
+            }
+        }
+    }
+}
+
+/// Reads `accessKey`/`secretKey` (+ `securityToken`) or `authToken` from a Secret. Pure.
+pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, String> {
+    let name = secret.name_any();
+    let get = |key: &str| -> Result<Option<String>, String> {
+        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+            return String::from_utf8(v.0.clone())
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| format!("Secret {name} key {key} is not UTF-8 text"));
+        }
+        Ok(secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|s| s.trim().to_string()))
+    };
+    let described = |e: hss::credentials::Error| format!("Secret {name}: {e}");
+    if let Some(token) = get("authToken")? {
+        return Credentials::token(&token).map_err(described);
+    }
+    match (get("accessKey")?, get("secretKey")?, get("securityToken")?) {
+        (Some(ak), Some(sk), Some(token)) if !token.is_empty() => {
+            Credentials::temporary(&ak, &sk, &token).map_err(described)
+        }
+        (Some(ak), Some(sk), _) => Credentials::permanent(&ak, &sk).map_err(described),
+        _ => Err(format!(
+            "Secret {name} needs keys accessKey and secretKey (optionally securityToken), or authToken"
+        )),
+    }
+}

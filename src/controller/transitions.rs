@@ -1,0 +1,514 @@
+//! A ClusterScanTask's life as pure transitions, in the trigger controller's shape: each takes
+//! the object, what reconcile learned (an HSS answer, a lookup's result, the shared poll's
+//! view) and `now`, and returns a [`Transition`]: the status to write, the Events to publish
+//! once it is written, and when to look again. Nothing here does I/O; the controller applies
+//! a transition in one place ([`super::Context::commit`]). The pre-POST attempt record
+//! ([`attempt`]) is the one status computed here but written on its own, in the middle of the
+//! submission: the protocol needs it durable before the POST.
+//!
+//! | phase | transitions |
+//! |---|---|
+//! | Pending | [`invalid_spec`], [`credentials_unavailable`], [`credentials_ready`], [`waiting_for_budget`], [`attempt`] |
+//! | Submitting | [`post_failed`], [`task_known`], [`lookup_failed`], [`not_created`] |
+//! | Submitted, Running | [`progressed`], [`retried`], [`finished`], [`results_unavailable`] |
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+
+use super::{status, tracking};
+use crate::{
+    crd::{
+        ClusterScanTask, ClusterScanTaskStatus, Phase,
+        cluster_scan_task::{LastError, ResourceResult, Submission},
+    },
+    hss::{
+        self,
+        client::Outcome,
+        model::{TaskInfo, TaskStatus, TaskType},
+    },
+    kit::{conditions, events, retry::backoff},
+};
+
+/// What one step decided: the whole status to write (when it differs from the object's), the
+/// Events to publish after the write, and when to reconcile again.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub status: ClusterScanTaskStatus,
+    pub events: Vec<events::Note>,
+    pub action: Action,
+}
+
+/// How an attempt's task became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// HSS answered the POST with the task id.
+    Response,
+    /// A lookup found the task an unanswered POST created.
+    Lookup,
+}
+
+/// The object's status as the starting point of a transition.
+fn current(obj: &ClusterScanTask) -> ClusterScanTaskStatus {
+    obj.status.clone().unwrap_or_default()
+}
+
+fn set(
+    st: &mut ClusterScanTaskStatus,
+    obj: &ClusterScanTask,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> bool {
+    let generation = obj.metadata.generation;
+    conditions::set(
+        &mut st.conditions,
+        generation,
+        type_,
+        value,
+        reason,
+        message,
+        now,
+    )
+}
+
+/// An HSS failure as `status.lastError`.
+pub fn hss_error(err: &hss::Error, now: Timestamp) -> LastError {
+    let mut e = status::last_error(
+        err.category(),
+        err.error_code(),
+        &crate::report_error(err),
+        err.request_id(),
+    );
+    e.time = Some(Time(now));
+    e
+}
+
+fn clear_attempt(st: &mut ClusterScanTaskStatus, resolution: &str) {
+    if let Some(s) = st.submission.as_mut() {
+        s.attempt_id = None;
+        s.started_at = None;
+        s.resolution = Some(resolution.to_string());
+    }
+}
+
+fn attempts(st: &ClusterScanTaskStatus) -> u32 {
+    st.submission.as_ref().map_or(1, |s| s.attempts.max(1))
+}
+
+/// Pending with a spec that cannot become an HSS request (admitted by an API server without
+/// CEL): Failed, for good.
+pub fn invalid_spec(
+    obj: &ClusterScanTask,
+    category: &str,
+    message: &str,
+    now: Timestamp,
+) -> Transition {
+    let mut st = current(obj);
+    st.phase = Some(Phase::Failed);
+    st.observed_generation = obj.metadata.generation;
+    set(
+        &mut st,
+        obj,
+        status::FAILED,
+        true,
+        "InvalidSpec",
+        message,
+        now,
+    );
+    let mut last = status::last_error(category, None, message, None);
+    last.time = Some(Time(now));
+    st.last_error = Some(last);
+    Transition {
+        status: st,
+        events: vec![events::warning("InvalidSpec", "Validate", message)],
+        action: Action::await_change(),
+    }
+}
+
+/// No usable credentials: `CredentialsReady=False` (an Event when that is news), and a look
+/// again after `retry`.
+pub fn credentials_unavailable(
+    obj: &ClusterScanTask,
+    reason: &str,
+    message: &str,
+    retry: Duration,
+    now: Timestamp,
+) -> Transition {
+    let mut st = current(obj);
+    st.phase.get_or_insert(Phase::Pending);
+    let news = set(
+        &mut st,
+        obj,
+        status::CREDENTIALS_READY,
+        false,
+        reason,
+        message,
+        now,
+    );
+    Transition {
+        status: st,
+        events: if news {
+            vec![events::warning(reason, "ReadCredentials", message)]
+        } else {
+            vec![]
+        },
+        action: Action::requeue(retry),
+    }
+}
+
+/// Credentials found: `CredentialsReady=True`, if it is not already.
+pub fn credentials_ready(obj: &ClusterScanTask, now: Timestamp) -> Option<ClusterScanTaskStatus> {
+    let mut st = current(obj);
+    if conditions::is_true(&st.conditions, status::CREDENTIALS_READY) {
+        return None;
+    }
+    st.phase.get_or_insert(Phase::Pending);
+    set(
+        &mut st,
+        obj,
+        status::CREDENTIALS_READY,
+        true,
+        "Found",
+        "credentials are available",
+        now,
+    );
+    Some(st)
+}
+
+/// Waiting for the CreateTask budget: `Throttled=True` once when the wait starts (the message
+/// does not change while it lasts, so later attempts write nothing), then a look again when a
+/// token frees.
+pub fn waiting_for_budget(obj: &ClusterScanTask, wait: Duration, now: Timestamp) -> Transition {
+    let mut st = current(obj);
+    st.phase.get_or_insert(Phase::Pending);
+    let message = "waiting for the HSS CreateTask budget (calls per minute are limited)";
+    let news = set(
+        &mut st,
+        obj,
+        status::THROTTLED,
+        true,
+        "BudgetExhausted",
+        message,
+        now,
+    );
+    Transition {
+        status: st,
+        events: if news {
+            vec![events::warning("Throttled", "Submit", message)]
+        } else {
+            vec![]
+        },
+        action: Action::requeue(wait),
+    }
+}
+
+/// The attempt record written before the POST: `Submitting`, a fresh attempt id and start.
+pub fn attempt(obj: &ClusterScanTask, attempt_id: &str, now: Timestamp) -> ClusterScanTaskStatus {
+    let mut st = current(obj);
+    let sub = st.submission.clone().unwrap_or_default();
+    st.phase = Some(Phase::Submitting);
+    st.submission = Some(Submission {
+        attempt_id: Some(attempt_id.to_string()),
+        started_at: Some(Time(now)),
+        attempts: sub.attempts + 1,
+        last_attempt_at: Some(Time(now)),
+        resolution: None,
+    });
+    conditions::clear(&mut st.conditions, status::THROTTLED);
+    st.observed_generation = obj.metadata.generation;
+    st
+}
+
+/// The POST failed (`obj` is the recorded attempt): rejected ends Failed, retryable goes back
+/// to Pending with backoff, ambiguous stays Submitting for a lookup.
+pub fn post_failed(obj: &ClusterScanTask, err: &hss::Error, now: Timestamp) -> Transition {
+    let mut st = current(obj);
+    st.last_error = Some(hss_error(err, now));
+    match err.outcome() {
+        Outcome::Rejected => {
+            st.phase = Some(Phase::Failed);
+            clear_attempt(&mut st, "Rejected");
+            let reason = events::reason_for(err.category());
+            let message = format!("HSS rejected the scan: {}", crate::report_error(err));
+            set(&mut st, obj, status::FAILED, true, &reason, &message, now);
+            set(
+                &mut st,
+                obj,
+                status::COMPLETE,
+                false,
+                &reason,
+                "the scan never ran",
+                now,
+            );
+            if err.is_signature_failure() {
+                set(
+                    &mut st,
+                    obj,
+                    status::CREDENTIALS_READY,
+                    false,
+                    "AuthenticationFailed",
+                    "HSS refused the signature or token; fix the credentials and create a new ClusterScanTask (signature failures are not retried: HSS locks an AK/SK after repeated failures)",
+                    now,
+                );
+            }
+            Transition {
+                status: st,
+                events: vec![events::warning("Failed", "Submit", &message)],
+                action: Action::await_change(),
+            }
+        }
+        Outcome::Retryable => {
+            st.phase = Some(Phase::Pending);
+            clear_attempt(&mut st, "NotSent");
+            let wait = err.retry_after().unwrap_or_else(|| backoff(attempts(&st)));
+            let mut events = vec![];
+            if err.status() == Some(429) {
+                let message = format!(
+                    "HSS throttled CreateTask (APIGW.0308); retrying in {}s",
+                    wait.as_secs()
+                );
+                set(
+                    &mut st,
+                    obj,
+                    status::THROTTLED,
+                    true,
+                    "Throttled",
+                    &message,
+                    now,
+                );
+                events.push(events::warning("Throttled", "Submit", &message));
+            }
+            Transition {
+                status: st,
+                events,
+                action: Action::requeue(wait),
+            }
+        }
+        Outcome::Ambiguous => Transition {
+            status: st,
+            events: vec![events::warning(
+                "SubmissionAmbiguous",
+                "Submit",
+                &format!(
+                    "CreateTask outcome unknown ({}); resolving by lookup, not by posting again",
+                    err.category()
+                ),
+            )],
+            action: Action::requeue(Duration::from_secs(1)),
+        },
+    }
+}
+
+/// The attempt's task is known: `Submitted` with the task id, followed by the shared poll.
+pub fn task_known(
+    obj: &ClusterScanTask,
+    task_id: &str,
+    resolution: Resolution,
+    poll_every: Duration,
+    now: Timestamp,
+) -> Transition {
+    let mut st = current(obj);
+    st.phase = Some(Phase::Submitted);
+    st.task_id = Some(task_id.to_string());
+    st.submitted_at = Some(Time(now));
+    st.last_error = None;
+    let (resolution, reason, message) = match resolution {
+        Resolution::Lookup => (
+            "Lookup",
+            "Adopted",
+            format!("found HSS task {task_id} created by an earlier attempt"),
+        ),
+        Resolution::Response => (
+            "Response",
+            "Submitted",
+            format!("HSS created task {task_id}"),
+        ),
+    };
+    if let Some(s) = st.submission.as_mut() {
+        s.resolution = Some(resolution.to_string());
+    }
+    conditions::clear(&mut st.conditions, status::THROTTLED);
+    set(&mut st, obj, status::SUBMITTED, true, reason, &message, now);
+    st.observed_generation = obj.metadata.generation;
+    Transition {
+        status: st,
+        events: vec![events::normal(reason, "Submit", &message)],
+        action: Action::requeue(poll_every * 4),
+    }
+}
+
+/// A lookup failed: stay `Submitting` (never post on a failed search), retry later.
+pub fn lookup_failed(obj: &ClusterScanTask, err: &hss::Error, now: Timestamp) -> Transition {
+    let mut st = current(obj);
+    st.last_error = Some(hss_error(err, now));
+    let wait = err.retry_after().unwrap_or_else(|| backoff(attempts(&st)));
+    Transition {
+        status: st,
+        events: vec![],
+        action: Action::requeue(wait),
+    }
+}
+
+/// A lookup proved the attempt created no task: back to `Pending`, to be submitted again.
+pub fn not_created(obj: &ClusterScanTask) -> Transition {
+    let mut st = current(obj);
+    st.phase = Some(Phase::Pending);
+    clear_attempt(&mut st, "NotFound");
+    Transition {
+        status: st,
+        events: vec![events::normal(
+            "NotCreated",
+            "Submit",
+            "lookup proved the earlier CreateTask attempt created no task; submitting again",
+        )],
+        action: Action::requeue(Duration::from_millis(100)),
+    }
+}
+
+/// The status with HSS's progress from the shared poll.
+fn with_progress(obj: &ClusterScanTask, info: &TaskInfo) -> ClusterScanTaskStatus {
+    let mut st = current(obj);
+    st.progress = Some(tracking::progress(info));
+    st.observed_generation = obj.metadata.generation;
+    st
+}
+
+/// The task is queued or running: progress, phase, an Event when it starts running.
+pub fn progressed(obj: &ClusterScanTask, info: &TaskInfo, poll_every: Duration) -> Transition {
+    let mut st = with_progress(obj, info);
+    let mut events = vec![];
+    if info.task_status == TaskStatus::Ready {
+        st.phase = Some(Phase::Submitted);
+    } else {
+        if st.phase != Some(Phase::Running) {
+            events.push(events::normal(
+                "Running",
+                "Track",
+                &format!("HSS task {} is running", info.task_id),
+            ));
+        }
+        st.phase = Some(Phase::Running);
+    }
+    Transition {
+        status: st,
+        events,
+        action: Action::requeue(poll_every * 4),
+    }
+}
+
+/// How many resources failed, by HSS's count or the rows, whichever is larger.
+fn failed_count(info: &TaskInfo, rows: &[ResourceResult]) -> i64 {
+    tracking::progress(info)
+        .failed
+        .unwrap_or(0)
+        .max(rows.iter().filter(|r| r.status == "failed").count() as i64)
+}
+
+/// Whether a finished task should get a RetryTask for its failed clusters.
+pub fn wants_retry(obj: &ClusterScanTask, info: &TaskInfo, rows: &[ResourceResult]) -> bool {
+    let retries = obj.status.as_ref().and_then(|s| s.retries).unwrap_or(0);
+    failed_count(info, rows) > 0
+        && obj.spec.task_type == TaskType::ClusterScan
+        && retries < obj.spec.retry_failed_clusters.unwrap_or(0)
+}
+
+/// RetryTask accepted: running again, one more retry counted.
+pub fn retried(
+    obj: &ClusterScanTask,
+    info: &TaskInfo,
+    rows: Vec<ResourceResult>,
+    poll_every: Duration,
+) -> Transition {
+    let mut st = with_progress(obj, info);
+    let failed = failed_count(info, &rows);
+    let retries = st.retries.unwrap_or(0) + 1;
+    let allowed = obj.spec.retry_failed_clusters.unwrap_or(0);
+    st.retries = Some(retries);
+    st.phase = Some(Phase::Running);
+    st.results = rows;
+    Transition {
+        status: st,
+        events: vec![events::normal(
+            "Retried",
+            "Retry",
+            &format!("{failed} cluster(s) failed; HSS re-runs them (retry {retries} of {allowed})"),
+        )],
+        action: Action::requeue(poll_every * 4),
+    }
+}
+
+/// The task finished: Succeeded or PartiallyFailed with the results, `Complete=True`.
+pub fn finished(
+    obj: &ClusterScanTask,
+    info: &TaskInfo,
+    rows: Vec<ResourceResult>,
+    now: Timestamp,
+) -> Transition {
+    let mut st = with_progress(obj, info);
+    let failed = failed_count(info, &rows);
+    let phase = if failed > 0 {
+        Phase::PartiallyFailed
+    } else {
+        Phase::Succeeded
+    };
+    st.phase = Some(phase);
+    st.finished_at = Some(Time(now));
+    st.results = rows;
+    st.last_error = None;
+    let task_id = &info.task_id;
+    let message = match phase {
+        Phase::Succeeded => format!(
+            "HSS task {task_id} finished; every {} succeeded",
+            if obj.spec.task_type == TaskType::ClusterScan {
+                "cluster"
+            } else {
+                "file"
+            }
+        ),
+        _ => format!("HSS task {task_id} finished; {failed} failed (see status.results)"),
+    };
+    set(
+        &mut st,
+        obj,
+        status::COMPLETE,
+        true,
+        phase.as_str(),
+        &message,
+        now,
+    );
+    let event = if phase == Phase::Succeeded {
+        events::normal("Completed", "Track", &message)
+    } else {
+        events::warning("Completed", "Track", &message)
+    };
+    Transition {
+        status: st,
+        events: vec![event],
+        action: Action::await_change(),
+    }
+}
+
+/// Reading the results, or RetryTask, failed: progress and `lastError`, retry later.
+pub fn results_unavailable(
+    obj: &ClusterScanTask,
+    info: &TaskInfo,
+    err: &hss::Error,
+    now: Timestamp,
+) -> Transition {
+    let mut st = with_progress(obj, info);
+    st.last_error = Some(hss_error(err, now));
+    Transition {
+        status: st,
+        events: vec![],
+        action: Action::requeue(err.retry_after().unwrap_or_else(|| backoff(2))),
+    }
+}
+
+#[cfg(test)]
+#[path = "transitions_tests.rs"]
+mod tests;

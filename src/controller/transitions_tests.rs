@@ -1,0 +1,294 @@
+//! The transitions on inline objects: no API server, no HSS, no clock.
+
+use super::*;
+use crate::{crd::cluster_scan_task::ResourceResult, hss::Api as HssApi};
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + secs).expect("valid")
+}
+
+fn obj(yaml: &str) -> ClusterScanTask {
+    serde_saphyr::from_str(yaml).expect("inline ClusterScanTask")
+}
+
+const PENDING: &str = r#"
+apiVersion: hss.scanops.dev/v1alpha1
+kind: ClusterScanTask
+metadata: {name: scan, namespace: ns, generation: 2, uid: u1}
+spec:
+  taskType: cluster_scan
+  clusterScan: {rangeType: all_cluster, scanTypes: [cluster_vul]}
+  retryFailedClusters: 1
+"#;
+
+fn with_status(base: &str, status: serde_json::Value) -> ClusterScanTask {
+    let mut o = obj(base);
+    o.status = Some(serde_json::from_value(status).expect("status"));
+    o
+}
+
+fn service_error(status: u16, code: &str, retry_after: Option<u64>) -> hss::Error {
+    hss::Error::Service {
+        api: HssApi::CreateTask,
+        status,
+        code: Some(code.into()),
+        message: Some("said the server".into()),
+        request_id: Some("req-1".into()),
+        retry_after: retry_after.map(Duration::from_secs),
+        refreshable: false,
+    }
+}
+
+fn cond<'a>(t: &'a Transition, type_: &str) -> Option<(&'a str, &'a str)> {
+    conditions::get(&t.status.conditions, type_).map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+fn reasons(t: &Transition) -> Vec<&str> {
+    t.events.iter().map(|e| e.reason.as_str()).collect()
+}
+
+fn info(status: &str, failed: i64) -> TaskInfo {
+    serde_json::from_value(serde_json::json!({
+        "task_id": "t-1", "task_type": "cluster_scan", "task_status": status,
+        "cluster_scan_info": {"scan_type_list": ["cluster_vul"], "failed_cluster_num": failed},
+    }))
+    .expect("task info")
+}
+
+fn row(status: &str) -> ResourceResult {
+    ResourceResult {
+        id: "c1".into(),
+        name: None,
+        status: status.into(),
+        failures: vec![],
+    }
+}
+
+#[test]
+fn an_invalid_spec_fails_for_good_with_a_reason_and_one_event() {
+    let t = invalid_spec(&obj(PENDING), "invalid_spec", "clusterIds is empty", at(0));
+    assert_eq!(t.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&t, status::FAILED), Some(("True", "InvalidSpec")));
+    assert_eq!(t.status.observed_generation, Some(2));
+    assert_eq!(reasons(&t), ["InvalidSpec"]);
+    assert_eq!(t.action, Action::await_change());
+}
+
+#[test]
+fn waiting_for_credentials_or_budget_writes_once_when_the_wait_starts() {
+    // (transition, condition, reason) per kind of wait
+    type Step = fn(&ClusterScanTask, Timestamp) -> Transition;
+    let cases: [(Step, &str, &str); 2] = [
+        (
+            |o, now| {
+                credentials_unavailable(
+                    o,
+                    "SecretNotFound",
+                    "Secret ns/x does not exist",
+                    Duration::from_secs(30),
+                    now,
+                )
+            },
+            status::CREDENTIALS_READY,
+            "SecretNotFound",
+        ),
+        (
+            |o, now| waiting_for_budget(o, Duration::from_secs(7), now),
+            status::THROTTLED,
+            "BudgetExhausted",
+        ),
+    ];
+    for (step, type_, reason) in cases {
+        let first = step(&obj(PENDING), at(0));
+        assert_eq!(first.status.phase, Some(Phase::Pending), "{reason}");
+        assert_eq!(
+            first.events.len(),
+            1,
+            "{reason}: an Event when the wait starts"
+        );
+        let value = if type_ == status::THROTTLED {
+            "True"
+        } else {
+            "False"
+        };
+        assert_eq!(cond(&first, type_), Some((value, reason)));
+        let mut waiting = obj(PENDING);
+        waiting.status = Some(first.status.clone());
+        let again = step(&waiting, at(30));
+        assert_eq!(
+            Some(&again.status),
+            waiting.status.as_ref(),
+            "{reason}: a later attempt changes nothing, so nothing is written"
+        );
+        assert!(again.events.is_empty(), "{reason}: no second Event");
+    }
+}
+
+#[test]
+fn the_attempt_record_counts_the_attempt_and_ends_the_wait() {
+    let throttled = waiting_for_budget(&obj(PENDING), Duration::from_secs(1), at(0));
+    let mut o = obj(PENDING);
+    o.status = Some(throttled.status);
+    let st = attempt(&o, "a1", at(5));
+    assert_eq!(st.phase, Some(Phase::Submitting));
+    let sub = st.submission.expect("submission");
+    assert_eq!((sub.attempt_id.as_deref(), sub.attempts), (Some("a1"), 1));
+    assert_eq!(sub.started_at, Some(Time(at(5))));
+    assert!(conditions::get(&st.conditions, status::THROTTLED).is_none());
+}
+
+#[test]
+fn a_failed_post_is_classified_by_what_it_may_have_done() {
+    let recorded = {
+        let mut o = obj(PENDING);
+        o.status = Some(attempt(&o, "a1", at(0)));
+        o
+    };
+    // (error, phase after, Failed condition, CredentialsReady, Event, why)
+    let cases = [
+        (
+            service_error(400, "HSS.1001", None),
+            Phase::Failed,
+            Some(("True", "InvalidRequest")),
+            None,
+            "Failed",
+            "rejected: final, never retried",
+        ),
+        (
+            service_error(401, "APIGW.0301", None),
+            Phase::Failed,
+            Some(("True", "Unauthenticated")),
+            Some(("False", "AuthenticationFailed")),
+            "Failed",
+            "a bad signature is never retried (HSS locks the key)",
+        ),
+        (
+            service_error(429, "APIGW.0308", Some(20)),
+            Phase::Pending,
+            None,
+            None,
+            "Throttled",
+            "throttled: nothing was created, retry after the server's wait",
+        ),
+        (
+            service_error(502, "APIGW.0201", None),
+            Phase::Submitting,
+            None,
+            None,
+            "SubmissionAmbiguous",
+            "a 5xx may have created it: resolve by lookup",
+        ),
+    ];
+    for (err, phase, failed, creds, event, why) in cases {
+        let t = post_failed(&recorded, &err, at(1));
+        assert_eq!(t.status.phase, Some(phase), "{why}");
+        assert_eq!(cond(&t, status::FAILED), failed, "{why}");
+        assert_eq!(cond(&t, status::CREDENTIALS_READY), creds, "{why}");
+        assert_eq!(reasons(&t), [event], "{why}");
+        let last = t.status.last_error.as_ref().expect("lastError");
+        assert_eq!(last.request_id.as_deref(), Some("req-1"), "{why}");
+        if phase == Phase::Pending {
+            assert_eq!(t.action, Action::requeue(Duration::from_secs(20)), "{why}");
+            assert_eq!(
+                t.status
+                    .submission
+                    .as_ref()
+                    .and_then(|s| s.attempt_id.clone()),
+                None,
+                "{why}: the attempt is closed"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_known_task_is_submitted_and_says_how_it_became_known() {
+    let o = with_status(
+        PENDING,
+        serde_json::json!({"phase": "Submitting", "submission": {"attemptId": "a1", "attempts": 1}}),
+    );
+    // (resolution, condition reason, recorded resolution)
+    for (resolution, reason, recorded) in [
+        (Resolution::Response, "Submitted", "Response"),
+        (Resolution::Lookup, "Adopted", "Lookup"),
+    ] {
+        let t = task_known(&o, "t-1", resolution, Duration::from_secs(1), at(2));
+        assert_eq!(t.status.phase, Some(Phase::Submitted));
+        assert_eq!(t.status.task_id.as_deref(), Some("t-1"));
+        assert_eq!(cond(&t, status::SUBMITTED), Some(("True", reason)));
+        assert_eq!(
+            t.status.submission.and_then(|s| s.resolution).as_deref(),
+            Some(recorded)
+        );
+        assert_eq!(t.action, Action::requeue(Duration::from_secs(4)));
+    }
+    let back = not_created(&o);
+    assert_eq!(back.status.phase, Some(Phase::Pending));
+    assert_eq!(reasons(&back), ["NotCreated"]);
+}
+
+#[test]
+fn following_a_task_reports_running_once_and_finishes_by_the_failure_count() {
+    let submitted = with_status(
+        PENDING,
+        serde_json::json!({"phase": "Submitted", "taskId": "t-1"}),
+    );
+    let ready = progressed(&submitted, &info("ready", 0), Duration::from_secs(1));
+    assert_eq!(ready.status.phase, Some(Phase::Submitted));
+    assert!(ready.events.is_empty());
+    let running = progressed(&submitted, &info("running", 0), Duration::from_secs(1));
+    assert_eq!(running.status.phase, Some(Phase::Running));
+    assert_eq!(reasons(&running), ["Running"]);
+    let mut o = submitted.clone();
+    o.status = Some(running.status);
+    assert!(
+        progressed(&o, &info("running", 0), Duration::from_secs(1))
+            .events
+            .is_empty(),
+        "Running is news once"
+    );
+
+    // (HSS's failed count, result rows, phase, Event is a warning)
+    let cases = [
+        (0, vec![row("success")], Phase::Succeeded, false),
+        (1, vec![row("failed")], Phase::PartiallyFailed, true),
+        (0, vec![row("failed")], Phase::PartiallyFailed, true),
+    ];
+    for (failed, rows, phase, warning) in cases {
+        let t = finished(&o, &info("finished", failed), rows, at(9));
+        assert_eq!(t.status.phase, Some(phase));
+        assert_eq!(cond(&t, status::COMPLETE), Some(("True", phase.as_str())));
+        assert_eq!(t.events[0].warning, warning);
+        assert_eq!(t.status.finished_at, Some(Time(at(9))));
+    }
+}
+
+#[test]
+fn failed_clusters_are_retried_only_as_often_as_the_spec_allows() {
+    let running = with_status(
+        PENDING,
+        serde_json::json!({"phase": "Running", "taskId": "t-1"}),
+    );
+    let rows = vec![row("failed")];
+    assert!(wants_retry(&running, &info("finished", 1), &rows));
+    assert!(!wants_retry(
+        &running,
+        &info("finished", 0),
+        &[row("success")]
+    ));
+    let t = retried(
+        &running,
+        &info("finished", 1),
+        rows.clone(),
+        Duration::from_secs(1),
+    );
+    assert_eq!(t.status.retries, Some(1));
+    assert_eq!(t.status.phase, Some(Phase::Running));
+    assert_eq!(reasons(&t), ["Retried"]);
+    let mut again = running.clone();
+    again.status = Some(t.status);
+    assert!(
+        !wants_retry(&again, &info("finished", 1), &rows),
+        "retryFailedClusters: 1 allows one retry"
+    );
+}
