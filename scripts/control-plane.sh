@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Throw-away Kubernetes control plane (etcd + kube-apiserver 1.20) for tests.
+# Throw-away Kubernetes control plane (etcd + kube-apiserver, 1.20 or newer) for tests.
 #
 #   scripts/control-plane.sh start  DIR   # start, wait for /readyz, write kubeconfigs
 #   scripts/control-plane.sh stop   DIR   # stop what `start DIR` started (idempotent)
@@ -238,12 +238,19 @@ start_once() {
     sleep 0.2
   done
 
-  log "starting kube-apiserver on $server"
+  # Flags by server version: 1.20 needs --insecure-port=0 (later ones refuse the flag); newer
+  # servers with Debian's etcd 3.4, which lacks watch progress requests, need WatchList off.
+  local version_flags=()
+  case "$("$KUBE_APISERVER" --version 2>/dev/null)" in
+    *"v1.20."* | *"v1.19."*) version_flags+=(--insecure-port=0) ;;
+    *) version_flags+=(--feature-gates=WatchList=false) ;;
+  esac
+  log "starting kube-apiserver on $server ($("$KUBE_APISERVER" --version 2>/dev/null))"
   setsid "$KUBE_APISERVER" \
     --advertise-address=127.0.0.1 \
     --bind-address=127.0.0.1 \
     --secure-port="$api_port" \
-    --insecure-port=0 \
+    "${version_flags[@]}" \
     --etcd-servers="http://127.0.0.1:$etcd_client" \
     --cert-dir="$DIR/pki" \
     --tls-cert-file="$DIR/pki/apiserver.crt" \
