@@ -5,10 +5,7 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::{
-    api::core::v1::ObjectReference,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-};
+use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     ResourceExt,
     core::{Selector, SelectorExt},
@@ -23,6 +20,7 @@ use crate::crd::{
         VersionSet,
     },
 };
+use crate::kit::conditions::set as set_condition;
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -232,43 +230,6 @@ pub fn parse_cooldown(s: &str) -> Option<SignedDuration> {
         rest = &rest[digits + unit.len_utf8()..];
     }
     Some(SignedDuration::from_secs(total))
-}
-
-/// Sets a condition, keeping lastTransitionTime unless the status flips. Returns whether the
-/// status or reason changed (what deserves an Event).
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    generation: Option<i64>,
-    type_: &str,
-    value: bool,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> bool {
-    let value = if value { "True" } else { "False" };
-    // An empty message fails server-side apply on some API servers ("must be of type string").
-    let message = if message.is_empty() { reason } else { message };
-    let message: String = message.chars().take(1024).collect();
-    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
-        let notable = c.status != value || c.reason != reason || c.message != message;
-        if c.status != value {
-            c.last_transition_time = Time(now);
-        }
-        c.status = value.to_string();
-        c.reason = reason.to_string();
-        c.message = message;
-        c.observed_generation = generation;
-        return notable;
-    }
-    conditions.push(Condition {
-        type_: type_.to_string(),
-        status: value.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(now),
-    });
-    true
 }
 
 /// Something that asks for a run and may wait (everything but the schedule, whose missed
@@ -929,7 +890,10 @@ mod tests {
         t
     }
 
-    fn condition<'a>(d: &'a Decision, type_: &str) -> &'a Condition {
+    fn condition<'a>(
+        d: &'a Decision,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         d.status
             .conditions
             .iter()

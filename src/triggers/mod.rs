@@ -68,7 +68,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, PostParams},
@@ -547,15 +547,15 @@ fn refused_status(
 ) -> ClusterScanTriggerStatus {
     let mut st = trigger.status.clone().unwrap_or_default();
     st.observed_generation = trigger.metadata.generation;
-    st.conditions.retain(|c| c.type_ != decide::READY);
-    st.conditions.push(Condition {
-        type_: decide::READY.into(),
-        status: "False".into(),
-        reason: "InvalidTemplate".into(),
-        message: message.chars().take(1024).collect(),
-        observed_generation: trigger.metadata.generation,
-        last_transition_time: Time(now),
-    });
+    kit::conditions::set(
+        &mut st.conditions,
+        trigger.metadata.generation,
+        decide::READY,
+        false,
+        "InvalidTemplate",
+        message,
+        now,
+    );
     st
 }
 
