@@ -14,6 +14,11 @@
 
 ARG RUST_VERSION=1.95
 
+# Base images are referenced by tag, not digest: a digest can only be pinned where it was
+# verified against the publisher's registry, and this project's build machines reach no
+# registry (scripts/image.sh assembles the distroless base from Debian packages and tags it
+# under the same name). Pin both by digest in your own build if your policy asks for it.
+
 FROM rust:${RUST_VERSION}-bookworm AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # musl-tools: musl-gcc for ring. Not version-pinned: the base image pins the Debian release,

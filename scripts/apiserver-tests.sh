@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # Every test target that starts a control plane (tests/support's control_plane()).
 TARGETS=(controller install triggers leader lease rbac chaos claims)
 if [ -z "${ETCD_BIN:-}" ]; then
-  ETCD_BIN=$(KUBE_APISERVER_BIN= bash scripts/kube-apiserver.sh | sed -n 's/^ETCD_BIN=//p' | tail -n1)
+  ETCD_BIN=$(KUBE_APISERVER_BIN='' bash scripts/kube-apiserver.sh | sed -n 's/^ETCD_BIN=//p' | tail -n1)
 fi
 export KUBE_APISERVER_BIN ETCD_BIN
 args=()

@@ -5,6 +5,7 @@
 #
 #   ./scripts/test.sh            # everything
 #   SKIP_LINT=1 ./scripts/test.sh
+#   SKIP_IMAGE=1 ./scripts/test.sh   # without building and running the container image
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -43,6 +44,13 @@ step "deploy: Helm chart, manifests, samples, Dockerfile, cargo-deny"
 
 step "cargo test"
 cargo test --locked --all-targets
+
+step "the container image: built from the Dockerfile and run as the chart runs the pod"
+if [ -z "${SKIP_IMAGE:-}" ]; then
+  ./scripts/image.sh
+else
+  echo "skipped (SKIP_IMAGE is set)" >&2
+fi
 
 step "SDK conformance (pytest)"
 HSS_OPERATOR_BIN="$ROOT/target/debug/hss-operator" .venv/bin/python -m pytest -q tests/conformance
