@@ -323,7 +323,15 @@ async fn bad_secret_bad_spec_and_hss_rejection_get_clear_conditions_and_no_retry
     })
     .await
     .expect("simulator");
-    let op = Operator::start(client.clone(), run_args(&sim.base_url(), &ns, &[]), None);
+    let op = Operator::start(
+        client.clone(),
+        run_args(
+            &sim.base_url(),
+            &ns,
+            &["--allowed-project", "unknown-project"],
+        ),
+        None,
+    );
     let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
 
@@ -430,7 +438,8 @@ async fn bad_secret_bad_spec_and_hss_rejection_get_clear_conditions_and_no_retry
         }
     }
 
-    // HSS rejects the request (a project HSS does not know): Failed with the HSS error.
+    // HSS rejects the request (a project HSS does not know, allowed by --allowed-project):
+    // Failed with the HSS error.
     let mut other = cluster_scan("other-project");
     other.spec.project_id = Some("unknown-project".into());
     api.create(&PostParams::default(), &other)

@@ -5,7 +5,10 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error};
+use super::{
+    Context, Error,
+    policy::{self, Refusal},
+};
 use crate::{
     config::Overrides,
     crd::ClusterScanTask,
@@ -14,15 +17,12 @@ use crate::{
 
 impl Context {
     /// The HSS client for `obj` (its spec's overrides and credentials), shared by all objects
-    /// with the same settings.
+    /// with the same settings. The tenant policy ([`super::policy`]) is checked first: a
+    /// refused object reads no Secret and gets no client.
     pub(crate) async fn hss_for(
         &self,
         obj: &ClusterScanTask,
-    ) -> Result<Result<HssClient, CredentialsProblem>, Error> {
-        let creds = match self.credentials_for(obj).await? {
-            Ok(c) => c,
-            Err(problem) => return Ok(Err(problem)),
-        };
+    ) -> Result<Result<HssClient, Unusable>, Error> {
         let spec = &obj.spec;
         let overrides = Overrides {
             region: spec.region.as_deref(),
@@ -35,6 +35,18 @@ impl Context {
             .hss
             .client_config(&overrides)
             .map_err(Error::Config)?;
+        let operator = self.args.hss.client_config(&Overrides::default()).ok();
+        if let Err(refusal) = self.args.policy.check(policy::Request {
+            own_secret: spec.credentials_secret_ref.is_some(),
+            config: &config,
+            operator: operator.as_ref(),
+        }) {
+            return Ok(Err(Unusable::Refused(refusal)));
+        }
+        let creds = match self.credentials_for(obj).await? {
+            Ok(c) => c,
+            Err(problem) => return Ok(Err(Unusable::Credentials(problem))),
+        };
         let key = format!(
             "{}|{}|{}|{}",
             config.endpoint,
@@ -117,6 +129,15 @@ impl Context {
                 (c, fp)
             }))
     }
+}
+
+/// Why an object gets no HSS client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// No usable credentials (yet): `CredentialsReady=False`, looked at again later.
+    Credentials(CredentialsProblem),
+    /// The tenant policy refuses the object's settings: nothing is ever sent.
+    Refused(Refusal),
 }
 
 /// Why there are no usable credentials; becomes `CredentialsReady=False`.

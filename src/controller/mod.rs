@@ -23,6 +23,7 @@
 
 pub mod claims;
 mod credentials;
+pub mod policy;
 pub mod poller;
 pub mod status;
 pub mod submit;
@@ -60,7 +61,7 @@ use crate::{
     metrics::Metrics,
 };
 
-pub use credentials::{CredentialsProblem, credentials_from_secret};
+pub use credentials::{CredentialsProblem, Unusable, credentials_from_secret};
 pub use poller::Poller;
 
 /// The ClusterScanTask controller's flags (part of `hss-operator run`).
@@ -86,6 +87,9 @@ pub struct ScanArgs {
     /// How old an attempt must be before a lookup that finds no task is trusted.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lookup_settle: Duration,
+
+    #[command(flatten)]
+    pub policy: policy::PolicyArgs,
 
     /// ConfigMap (NAMESPACE/NAME) that keeps deleted objects' HSS task ids claimed across
     /// restarts, so no unresolved attempt adopts them (see `controller::claims`). Without it
@@ -319,7 +323,11 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
 
     let hss = match ctx.hss_for(&obj).await? {
         Ok(client) => client,
-        Err(problem) => {
+        Err(Unusable::Refused(refusal)) => {
+            let t = transitions::refused(&obj, refusal.reason, &refusal.message, now);
+            return Ok(ctx.commit(&obj, t).await?.1);
+        }
+        Err(Unusable::Credentials(problem)) => {
             // The Secret watch reconciles again when it appears or changes.
             let t = transitions::credentials_unavailable(
                 &obj,

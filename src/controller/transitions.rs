@@ -8,7 +8,7 @@
 //!
 //! | phase | transitions |
 //! |---|---|
-//! | Pending | [`invalid_spec`], [`credentials_unavailable`], [`credentials_ready`], [`waiting_for_budget`], [`attempt`] |
+//! | Pending | [`invalid_spec`], [`refused`], [`credentials_unavailable`], [`credentials_ready`], [`waiting_for_budget`], [`attempt`] |
 //! | Submitting | [`post_failed`], [`task_known`], [`lookup_failed`], [`not_created`] |
 //! | Submitted, Running | [`progressed`], [`retried`], [`finished`], [`results_unavailable`] |
 
@@ -126,6 +126,38 @@ pub fn invalid_spec(
     Transition {
         status: st,
         events: vec![events::warning("InvalidSpec", "Validate", message)],
+        action: Action::await_change(),
+    }
+}
+
+/// The tenant policy refuses the object's endpoint or project ([`super::policy`]): nothing
+/// was or will be sent. Before submission that is final (`Failed`); after it (the operator's
+/// flags changed), the object keeps its task and says why it cannot follow it.
+pub fn refused(obj: &ClusterScanTask, reason: &str, message: &str, now: Timestamp) -> Transition {
+    let pending = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_none_or(|p| p == Phase::Pending);
+    if !pending {
+        return credentials_unavailable(obj, reason, message, Duration::from_secs(300), now);
+    }
+    let mut st = current(obj);
+    st.phase = Some(Phase::Failed);
+    st.observed_generation = obj.metadata.generation;
+    set(&mut st, obj, status::FAILED, true, reason, message, now);
+    set(
+        &mut st,
+        obj,
+        status::COMPLETE,
+        false,
+        reason,
+        "the scan never ran",
+        now,
+    );
+    Transition {
+        status: st,
+        events: vec![events::warning(reason, "Validate", message)],
         action: Action::await_change(),
     }
 }
