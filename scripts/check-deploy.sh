@@ -113,7 +113,7 @@ WATCH_RULES = {
     (GROUP, "clusterscantasks"): {"get", "list", "watch", "create", "delete", "patch", "update"},
     (GROUP, "clusterscantasks/status"): {"get", "patch", "update"},
     (GROUP, "clusterscantasks/finalizers"): {"update"},
-    ("", "secrets"): {"get", "list", "watch"},
+    ("", "secrets"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "events"): {"create", "patch"},
 }

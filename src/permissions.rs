@@ -148,9 +148,8 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
             Some("status"),
             ns.clone(),
         ));
-        for verb in ["list", "watch", "get"] {
-            needs.push(need(verb, "", "secrets", None, ns.clone()));
-        }
+        // The Secret an object names, read when it is reconciled: get only, no list or watch.
+        needs.push(need("get", "", "secrets", None, ns.clone()));
         needs.push(need("create", "events.k8s.io", "events", None, ns.clone()));
         if triggers {
             for verb in ["list", "watch", "patch"] {

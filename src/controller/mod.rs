@@ -37,7 +37,6 @@ use std::{
 };
 
 use futures::{StreamExt, future::BoxFuture};
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -328,12 +327,11 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
             return Ok(ctx.commit(&obj, t).await?.1);
         }
         Err(Unusable::Credentials(problem)) => {
-            // The Secret watch reconciles again when it appears or changes.
             let t = transitions::credentials_unavailable(
                 &obj,
                 problem.reason(),
                 &problem.message(),
-                Duration::from_secs(300),
+                transitions::credentials_retry(&obj, now),
                 now,
             );
             return Ok(ctx.commit(&obj, t).await?.1);
@@ -494,33 +492,10 @@ pub async fn run(
     for (ns, controller) in controllers {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         routes.insert(ns.clone(), tx);
-        let secrets: Api<Secret> = match &ns {
-            Some(ns) => Api::namespaced(kube.clone(), ns),
-            None => Api::all(kube.clone()),
-        };
-        let store = controller.store();
         let stop = shutdown.clone();
+        // No watch on Secrets: the operator reads the one an object names, when it reconciles
+        // it (get only), and looks again with backoff while it is missing or unusable.
         let run = controller
-            .watches(
-                secrets,
-                watcher::Config::default().any_semantic(),
-                move |secret: Secret| {
-                    let (ns, name) = (secret.namespace(), secret.name_any());
-                    store
-                        .state()
-                        .into_iter()
-                        .filter(|o| {
-                            o.namespace() == ns
-                                && o.spec
-                                    .credentials_secret_ref
-                                    .as_ref()
-                                    .is_some_and(|r| r.name == name)
-                                && !status::phase(o).is_final()
-                        })
-                        .map(|o| ObjectRef::from(o.as_ref()))
-                        .collect::<Vec<_>>()
-                },
-            )
             .reconcile_on(rx)
             .with_config(
                 kube::runtime::controller::Config::default().concurrency(ctx.args.concurrency),

@@ -193,6 +193,21 @@ pub fn credentials_unavailable(
     }
 }
 
+/// When to look for missing credentials again: half the time they have been missing, between
+/// 5 s and 2 min (restart-safe: measured from the condition's transition time). Pure.
+pub fn credentials_retry(obj: &ClusterScanTask, now: Timestamp) -> Duration {
+    let since = obj
+        .status
+        .as_ref()
+        .and_then(|s| conditions::get(&s.conditions, status::CREDENTIALS_READY))
+        .filter(|c| c.status == "False")
+        .map(|c| c.last_transition_time.0);
+    let missing = since
+        .and_then(|t| now.duration_since(t).try_into().ok())
+        .unwrap_or(Duration::ZERO);
+    (missing / 2).clamp(Duration::from_secs(5), Duration::from_secs(120))
+}
+
 /// Credentials found: `CredentialsReady=True`, if it is not already.
 pub fn credentials_ready(obj: &ClusterScanTask, now: Timestamp) -> Option<ClusterScanTaskStatus> {
     let mut st = current(obj);

@@ -292,3 +292,24 @@ fn failed_clusters_are_retried_only_as_often_as_the_spec_allows() {
         "retryFailedClusters: 1 allows one retry"
     );
 }
+
+#[test]
+fn missing_credentials_are_looked_for_again_sooner_first_then_less_often() {
+    let o = obj(PENDING);
+    assert_eq!(
+        credentials_retry(&o, at(0)),
+        Duration::from_secs(5),
+        "just missing"
+    );
+    let mut waiting = obj(PENDING);
+    waiting.status =
+        Some(credentials_unavailable(&o, "SecretNotFound", "gone", Duration::ZERO, at(0)).status);
+    // (seconds since the condition turned False, next look in)
+    for (since, next) in [(4, 5), (60, 30), (180, 90), (3600, 120)] {
+        assert_eq!(
+            credentials_retry(&waiting, at(since)),
+            Duration::from_secs(next),
+            "{since}s missing"
+        );
+    }
+}

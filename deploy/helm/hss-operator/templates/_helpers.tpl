@@ -102,11 +102,11 @@ or in a Role per watched namespace.
   resources: ["clusterscantriggers/finalizers"]
   verbs: ["update"]
 {{- end }}
-# Credentials Secrets named by ClusterScanTasks (spec.credentialsSecretRef); watched so an
-# object waiting for its Secret is reconciled when it appears.
+# Credentials Secrets named by ClusterScanTasks (spec.credentialsSecretRef), read when the
+# object is reconciled: get only, never list or watch.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
