@@ -8,7 +8,7 @@ use crate::hss::{
     client::ClientConfig,
 };
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Clone)]
 pub struct HssArgs {
     /// Huawei Cloud region, e.g. cn-north-4 (selects https://hss.<region>.myhuaweicloud.com).
     #[arg(long, env = "HSS_REGION")]
@@ -58,6 +58,28 @@ pub struct HssArgs {
     /// Extra CA certificates (PEM) trusted for the HSS endpoint.
     #[arg(long, env = "HSS_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// Secrets never reach Debug output (logs of the parsed flags, panics): they show as
+/// `<redacted>` when set.
+impl std::fmt::Debug for HssArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("HssArgs")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("project_id", &self.project_id)
+            .field("enterprise_project_id", &self.enterprise_project_id)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &hidden(&self.secret_key))
+            .field("security_token", &hidden(&self.security_token))
+            .field("auth_token", &hidden(&self.auth_token))
+            .field("budget_per_minute", &self.budget_per_minute)
+            .field("budget_window", &self.budget_window)
+            .field("timeout", &self.timeout)
+            .field("ca_bundle", &self.ca_bundle)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,5 +191,43 @@ impl HssArgs {
             self.credentials()?,
             budget,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        hss: HssArgs,
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let args = Cli::parse_from([
+            "x",
+            "--access-key",
+            "AKVISIBLE",
+            "--secret-key",
+            "SK-SECRET-VALUE",
+            "--security-token",
+            "TOKEN-SECRET-VALUE",
+            "--auth-token",
+            "IAM-SECRET-VALUE",
+        ])
+        .hss;
+        let text = format!("{args:?} {:#?}", args.clone());
+        for secret in ["SK-SECRET-VALUE", "TOKEN-SECRET-VALUE", "IAM-SECRET-VALUE"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(
+            text.contains("AKVISIBLE"),
+            "the access key id is not secret"
+        );
+        assert!(text.contains("<redacted>"));
     }
 }

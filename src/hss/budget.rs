@@ -252,7 +252,8 @@ impl Budget {
         }
         let wait = retry_after
             .or(self.inner.period)
-            .unwrap_or(Duration::from_secs(1));
+            .unwrap_or(Duration::from_secs(1))
+            .min(super::client::MAX_RETRY_AFTER);
         let until = tokio::time::Instant::now() + wait;
         let mut blocked = bucket
             .blocked_until

@@ -645,8 +645,7 @@ impl HssClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
         let bytes = read_limited(api, resp).await?;
         if (200..300).contains(&status) {
             return Ok(Answer {
@@ -802,8 +801,64 @@ impl serde_json::ser::Formatter for SdkFormatter {
     }
 }
 
+/// The longest wait a server's `Retry-After` can impose: a hostile or broken answer must not
+/// block a budget shared by every object for years (or overflow the clock).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110), capped at [`MAX_RETRY_AFTER`];
+/// `None` when it is neither. A date in the past is no wait. Pure.
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+        Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_never_longer_than_the_cap() {
+        let now = jiff::Timestamp::from_second(784_111_777).expect("valid"); // 1994-11-06T08:49:37Z
+        // (header, wait, reason)
+        let cases = [
+            ("12", Some(12), "delay-seconds"),
+            (" 0 ", Some(0), "zero, padded"),
+            (
+                "Sun, 06 Nov 1994 08:50:07 GMT",
+                Some(30),
+                "an HTTP-date 30 s ahead",
+            ),
+            (
+                "Sun, 06 Nov 1994 08:00:00 GMT",
+                Some(0),
+                "a date in the past is no wait",
+            ),
+            ("99999999999999999999", None, "not a u64: ignored"),
+            (
+                "18446744073709551615",
+                Some(600),
+                "u64::MAX seconds: capped, no overflow",
+            ),
+            (
+                "Thu, 31 Dec 2099 23:59:59 GMT",
+                Some(600),
+                "a far date: capped",
+            ),
+            ("soon", None, "neither"),
+        ];
+        for (header, wait, why) in cases {
+            assert_eq!(
+                parse_retry_after(header, now),
+                wait.map(Duration::from_secs),
+                "{why}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
