@@ -12,8 +12,9 @@
 //! - [`ClaimStore::load`] returns every unexpired claim any earlier process recorded.
 //!
 //! # Assumptions
-//! - One writer at a time (the single replica, or the leader); writes are read-modify-write
-//!   with the ConfigMap's resourceVersion as precondition and retried on conflict anyway.
+//! - One writing process at a time (the single replica, or the leader), whose writes are
+//!   serialised; each is a read-modify-write with the ConfigMap's resourceVersion as
+//!   precondition, retried on conflict anyway (a former leader's last write).
 //! - [`TTL`] is longer than any lookup window ([`crate::hss::resolve::CLOCK_SKEW`] plus the
 //!   attempt's timeout plus the settle time).
 //!
@@ -129,6 +130,9 @@ fn merged(
 pub struct ClaimStore {
     api: Api<ConfigMap>,
     name: String,
+    /// Writes of this process, one at a time: concurrent deletions would otherwise conflict
+    /// with each other on the one ConfigMap (the chaos test saw five conflicts in a row).
+    writing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ClaimStore {
@@ -136,6 +140,7 @@ impl ClaimStore {
         Self {
             api: Api::namespaced(kube, namespace),
             name: name.to_string(),
+            writing: std::sync::Arc::default(),
         }
     }
 
@@ -157,6 +162,7 @@ impl ClaimStore {
         if claims.iter().all(|c| c.key().is_none()) {
             return Ok(());
         }
+        let _one_at_a_time = self.writing.lock().await;
         let mut last = None;
         for _ in 0..ATTEMPTS {
             let current = self.api.get_opt(&self.name).await.map_err(Error::Read)?;

@@ -56,26 +56,31 @@ pub struct ClusterScanTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iac_scan: Option<IacScanSpec>,
 
-    /// Huawei Cloud project id. Default: the operator's configured project.
+    /// Huawei Cloud project id. Default: the operator's configured project. With the
+    /// operator's own credentials only the operator's project (or one it allows) is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub project_id: Option<String>,
 
     /// Enterprise project id (`0` is the default project, `all_granted_eps` all of them).
     /// Default: the operator's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub enterprise_project_id: Option<String>,
 
     /// Huawei Cloud region, e.g. `cn-north-4`. Default: the operator's configured region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: Option<String>,
 
-    /// Explicit HSS endpoint URL overriding the region's. Default: the operator's
-    /// configuration.
+    /// Explicit HSS endpoint URL overriding the region's, https only (`https://host[:port]`).
+    /// Default: the operator's configuration. Accepted only with the object's own
+    /// credentialsSecretRef, and only if the operator allows the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+    )]
     pub endpoint: Option<String>,
 
     /// Secret in this object's namespace holding credentials: keys `accessKey` and
@@ -109,9 +114,14 @@ pub struct ClusterScanSpec {
     pub range_type: RangeType,
 
     /// HSS cluster ids (as ListKubernetesClusterDetails shows them); required for
-    /// specific_cluster.
+    /// specific_cluster. At most 1000, no repeats, each 1-128 of letters, digits, `.`, `_`
+    /// and `-`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1000))]
+    #[schemars(
+        length(max = 1000),
+        inner(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
     pub cluster_ids: Option<Vec<String>>,
 }
 
@@ -122,8 +132,13 @@ pub struct IacScanSpec {
     /// `dockerfile` or `k8s_yaml`.
     pub file_type: FileType,
 
-    /// Ids of files uploaded to HSS. At least one.
-    #[schemars(length(min = 1, max = 1000))]
+    /// Ids of files uploaded to HSS. At least one, at most 1000, no repeats, each 1-128 of
+    /// letters, digits, `.`, `_` and `-`.
+    #[schemars(
+        length(min = 1, max = 1000),
+        inner(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
     pub file_ids: Vec<String>,
 }
 
@@ -334,6 +349,8 @@ impl SpecError {
 
 impl ClusterScanTaskSpec {
     /// The CreateTask body for this spec, checked as HSS would check it. Pure.
+    /// Validates (the schema's rules too, for servers without CEL and for `submit`) and builds
+    /// the CreateTask request.
     pub fn to_request(&self) -> Result<CreateTaskRequest, SpecError> {
         let mut problems = Vec::new();
         let req = CreateTaskRequest {
@@ -351,6 +368,16 @@ impl ClusterScanTaskSpec {
                 file_id_list: i.file_ids.clone(),
             }),
         };
+        if let Some(ids) = self
+            .cluster_scan
+            .as_ref()
+            .and_then(|c| c.cluster_ids.as_ref())
+        {
+            problems.extend(id_problems("clusterScan.clusterIds", ids));
+        }
+        if let Some(i) = &self.iac_scan {
+            problems.extend(id_problems("iacScan.fileIds", &i.file_ids));
+        }
         if self.retry_failed_clusters.is_some_and(|n| n > 0)
             && self.task_type != TaskType::ClusterScan
         {
@@ -388,6 +415,35 @@ fn spec_words(problem: &str) -> String {
     ]
     .iter()
     .fold(problem.to_string(), |acc, (from, to)| acc.replace(from, to))
+}
+
+/// What is wrong with a list of HSS ids, as the schema says it (at most 1000, no repeats,
+/// each 1-128 of letters, digits, `.`, `_`, `-`, starting with a letter or digit). Pure.
+fn id_problems(field: &str, ids: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if ids.len() > 1000 {
+        problems.push(format!("{field} lists {} ids; at most 1000", ids.len()));
+    }
+    let bad = ids.iter().find(|id| {
+        id.is_empty()
+            || id.len() > 128
+            || !id.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    });
+    if let Some(id) = bad {
+        let shown: String = id.chars().take(40).collect();
+        problems.push(format!(
+            "{field} has an invalid id {shown:?}: 1-128 letters, digits, '.', '_' or '-'"
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+        let shown: String = dup.chars().take(40).collect();
+        problems.push(format!("{field} repeats {shown:?}"));
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -497,6 +553,48 @@ mod tests {
         assert!(
             err.to_string().contains("spec.clusterScan.clusterIds"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn hostile_id_lists_are_refused_with_the_field_named() {
+        let long = "a".repeat(5001);
+        let many: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
+        // (ids, expected words, reason)
+        let cases: [(Vec<&str>, &str, &str); 5] = [
+            (vec![""], "invalid id", "an empty id"),
+            (vec![long.as_str()], "invalid id", "5,001 characters"),
+            (vec!["a\nb"], "invalid id", "a newline"),
+            (vec!["c1", "c1"], "repeats", "a duplicate"),
+            (vec!["-x"], "invalid id", "starts with punctuation"),
+        ];
+        for (ids, words, why) in cases {
+            let t = task(
+                serde_json::json!({"taskType": "cluster_scan", "clusterScan": {
+                "scanTypes": ["benchmark"], "rangeType": "specific_cluster", "clusterIds": ids}}),
+            );
+            let err = t.spec.to_request().expect_err(why).to_string();
+            assert!(
+                err.contains("clusterIds") && err.contains(words),
+                "{why}: {err}"
+            );
+        }
+        let t = task(
+            serde_json::json!({"taskType": "cluster_scan", "clusterScan": {
+            "scanTypes": ["benchmark"], "rangeType": "specific_cluster", "clusterIds": many}}),
+        );
+        assert!(
+            t.spec
+                .to_request()
+                .expect_err("1001 ids")
+                .to_string()
+                .contains("at most 1000")
+        );
+        let ok = task(serde_json::json!({"taskType": "iac_scan", "iacScan": {
+            "fileType": "dockerfile", "fileIds": ["0a1b2c3d-4e5f-6789-abcd-ef0123456789", "f.2_x"]}}));
+        assert!(
+            ok.spec.to_request().is_ok(),
+            "UUIDs and dotted ids are fine"
         );
     }
 
