@@ -357,14 +357,6 @@ struct OperatorCmd {
     log: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 impl OperatorCmd {
     fn spawn(&self, run: u32) -> Child {
         use std::io::Write;

@@ -3,13 +3,10 @@
 
 mod support;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use hss_operator::{
-    controller::{FailPoint, Step},
+    controller::Step,
     crd::{ClusterScanTask, Phase},
     simulator::{SimConfig, Simulator},
 };
@@ -20,26 +17,6 @@ use kube::{
     runtime::wait::{await_condition, conditions},
 };
 use support::*;
-
-/// A fail point that stops `target`'s reconcile for good at `step`, once, and says so.
-fn hang_once(target: &str, step: Step) -> (FailPoint, tokio::sync::mpsc::UnboundedReceiver<()>) {
-    let (hit_tx, hit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let armed = Arc::new(Mutex::new(true));
-    let target = target.to_string();
-    let fail_point: FailPoint = Arc::new(move |at: Step, obj: String| {
-        let fire = at == step
-            && obj == target
-            && std::mem::replace(&mut *armed.lock().expect("lock"), false);
-        let hit_tx = hit_tx.clone();
-        Box::pin(async move {
-            if fire {
-                let _ = hit_tx.send(());
-                futures::future::pending::<()>().await;
-            }
-        })
-    });
-    (fail_point, hit_rx)
-}
 
 #[tokio::test]
 async fn a_deleted_objects_task_is_never_adopted_by_another_object_after_a_restart() {

@@ -219,8 +219,7 @@ async fn commit_then_drop_and_5xx_faults_still_give_exactly_one_task_per_object(
 
 #[tokio::test]
 async fn a_crash_at_each_protocol_step_never_creates_a_second_task() {
-    use hss_operator::controller::{FailPoint, Step};
-    use std::sync::{Arc, Mutex};
+    use hss_operator::controller::Step;
     let client = admin().await;
     let ns = namespace(&client, "crash").await;
     let sim = Simulator::start(SimConfig::default())
@@ -234,22 +233,7 @@ async fn a_crash_at_each_protocol_step_never_creates_a_second_task() {
         .enumerate()
     {
         let name = format!("crash-{i}");
-        let (hit_tx, mut hit_rx) = tokio::sync::mpsc::unbounded_channel();
-        let armed = Arc::new(Mutex::new(true));
-        let target = name.clone();
-        let fail_point: FailPoint = Arc::new(move |at: Step, obj: String| {
-            let fire = at == step
-                && obj == target
-                && std::mem::replace(&mut *armed.lock().expect("lock"), false);
-            let hit_tx = hit_tx.clone();
-            Box::pin(async move {
-                if fire {
-                    let _ = hit_tx.send(());
-                    // The "process" dies here: this future never finishes.
-                    futures::future::pending::<()>().await;
-                }
-            })
-        });
+        let (fail_point, mut hit_rx) = hang_once(&name, step);
         let op = Operator::start(client.clone(), args(), Some(fail_point));
         api.create(&PostParams::default(), &cluster_scan(&name))
             .await

@@ -193,14 +193,6 @@ fn log_dir() -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// A rendered probe: what the kubelet does with it.
 #[derive(Debug, Clone)]
 struct Probe {

@@ -29,14 +29,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn operator(name: &str, ns: &str, sim: &str, admin_port: u16) -> Proc {
     let election = [
         "--leader-election",

@@ -26,6 +26,39 @@ use kube::{
     runtime::wait::{await_condition, conditions},
 };
 
+/// A free loopback port (bound, then released: good enough on a test machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A fail point that stops `target`'s reconcile for good at `step`, once, as if the process
+/// died there, and reports on the receiver when it fired (the test then kills the operator).
+pub fn hang_once(
+    target: &str,
+    step: hss_operator::controller::Step,
+) -> (FailPoint, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (hit_tx, hit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let armed = std::sync::Arc::new(std::sync::Mutex::new(true));
+    let target = target.to_string();
+    let fail_point: FailPoint = std::sync::Arc::new(move |at, obj: String| {
+        let fire = at == step
+            && obj == target
+            && std::mem::replace(&mut *armed.lock().expect("lock"), false);
+        let hit_tx = hit_tx.clone();
+        Box::pin(async move {
+            if fire {
+                let _ = hit_tx.send(());
+                futures::future::pending::<()>().await;
+            }
+        })
+    });
+    (fail_point, hit_rx)
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
