@@ -21,7 +21,7 @@ async fn trap() -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
     tokio::spawn(async move {
@@ -82,6 +82,15 @@ async fn overrides_with_the_operators_credentials_are_refused_and_send_nothing()
         api.create(&PostParams::default(), &obj)
             .await
             .expect("create");
+    }
+    // Plain http is refused at admission, with the rule in the message.
+    let mut clear = cluster_scan("in-clear");
+    clear.spec.endpoint = Some(trap_url.replacen("https://", "http://", 1));
+    match api.create(&PostParams::default(), &clear).await {
+        Err(kube::Error::Api(e)) if e.code == 422 => {
+            assert!(e.message.contains("spec.endpoint"), "{e:?}")
+        }
+        other => panic!("an http endpoint must be refused at admission: {other:?}"),
     }
     // Another tenant's ordinary scan still runs.
     api.create(&PostParams::default(), &cluster_scan("ordinary"))
