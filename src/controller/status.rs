@@ -6,6 +6,7 @@ use kube::Api;
 
 use crate::{
     crd::{ClusterScanTask, ClusterScanTaskStatus, Phase, cluster_scan_task::LastError},
+    hss::text,
     kit::{self, conditions},
 };
 
@@ -61,7 +62,8 @@ pub fn with_finished(
     std::borrow::Cow::Owned(st)
 }
 
-/// Builds a `LastError`, never longer than 1 KiB of message.
+/// Builds a `LastError`, every part bounded ([`text`]): a message of at most 1 KiB, a code
+/// and a request id of what HSS's look like.
 pub fn last_error(
     category: &str,
     code: Option<&str>,
@@ -69,10 +71,10 @@ pub fn last_error(
     request_id: Option<&str>,
 ) -> LastError {
     LastError {
-        category: category.to_string(),
-        code: code.map(str::to_string),
-        message: message.chars().take(1024).collect(),
-        request_id: request_id.map(str::to_string),
+        category: text::bounded(category, text::CODE),
+        code: text::bounded_opt(code, text::CODE),
+        message: text::bounded(message, 1024),
+        request_id: text::bounded_opt(request_id, text::REQUEST_ID),
         time: Some(now()),
     }
 }

@@ -21,7 +21,10 @@ use crate::{
     },
 };
 
-use crate::hss::model::wire_name;
+use crate::hss::{
+    model::wire_name,
+    text::{MESSAGE, NAME, bounded, bounded_opt},
+};
 
 /// HSS's view as status progress. Pure.
 pub fn progress(info: &TaskInfo) -> Progress {
@@ -50,14 +53,15 @@ pub fn progress(info: &TaskInfo) -> Progress {
     }
 }
 
-/// Per-resource results, failed first, at most [`MAX_RESULTS`]. Pure.
+/// Per-resource results, failed first, at most [`MAX_RESULTS`], every server string bounded
+/// ([`crate::hss::text`]). Pure.
 pub fn results(resp: &ListTaskResourcesResponse) -> Vec<ResourceResult> {
     let mut rows: Vec<ResourceResult> = resp
         .cluster_scan_data_list
         .iter()
         .map(|c| ResourceResult {
-            id: c.cluster_id.clone(),
-            name: c.cluster_name.clone(),
+            id: bounded(&c.cluster_id, NAME),
+            name: bounded_opt(c.cluster_name.as_deref(), NAME),
             status: wire_name(c.scan_status),
             failures: c
                 .scan_detail_list
@@ -65,21 +69,21 @@ pub fn results(resp: &ListTaskResourcesResponse) -> Vec<ResourceResult> {
                 .filter(|d| d.status == ScanStatus::Failed)
                 .map(|d| ScanFailure {
                     scan_type: Some(wire_name(d.scan_type)),
-                    reason: d.failed_reason.clone(),
+                    reason: bounded_opt(d.failed_reason.as_deref(), MESSAGE),
                 })
                 .collect(),
         })
         .chain(resp.iac_scan_data_list.iter().map(|f| {
             ResourceResult {
-                id: f.file_id.clone(),
-                name: f.file_name.clone(),
+                id: bounded(&f.file_id, NAME),
+                name: bounded_opt(f.file_name.as_deref(), NAME),
                 status: wire_name(f.scan_status),
                 failures: f
                     .failed_reason
                     .iter()
                     .map(|r| ScanFailure {
                         scan_type: None,
-                        reason: Some(r.clone()),
+                        reason: Some(bounded(r, MESSAGE)),
                     })
                     .collect(),
             }

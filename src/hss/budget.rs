@@ -1,8 +1,10 @@
 //! The rate budget every HSS call draws from.
 //!
 //! HSS allows 5 calls per minute **per user and per API** (and answers more with
-//! `429 APIGW.0308`). The operator keeps one bucket per `(credential, project, API)` and takes a
-//! token before every call, so a well-behaved operator causes no 429 of its own.
+//! `429 APIGW.0308`). The operator keeps one bucket per `(endpoint, credential, project, API)`
+//! and takes a token before every call, so a well-behaved operator causes no 429 of its own.
+//! The endpoint is part of the key: what one endpoint answers (a 429, a `Retry-After`) never
+//! holds back calls to another.
 //!
 //! # Guarantees
 //! - With a budget of `n` per minute, calls for one key are spaced at least `60 s / n` apart
@@ -12,6 +14,12 @@
 //! - A received 429 empties the bucket and blocks the key until `Retry-After` (or one period,
 //!   or 1 s with limiting off, when the gateway sends none), even with client limiting off.
 //! - Waiting uses Tokio time, so tests drive it with paused time.
+//! - No wait is longer than [`MAX_RETRY_AFTER`](super::client::MAX_RETRY_AFTER), whatever a
+//!   server says, and no wait can overflow the clock.
+//! - The buckets are bounded: past [`KEEP_BUCKETS`] of them, buckets that hold no state (not
+//!   blocked, no send inside the window, a full token) are dropped. Dropping such a bucket
+//!   changes nothing a new one would not do the same way, so the bound costs no safety; what
+//!   stays is what was used in the last window (plus blocked keys, for at most the cap).
 //!
 //! # Caveats
 //! - Budgets are per process. Two replicas sharing one credential share HSS's budget without
@@ -42,10 +50,14 @@ pub const SAFETY_MARGIN: Duration = Duration::from_millis(250);
 /// HSS's published per-user, per-API limit.
 pub const DEFAULT_PER_MINUTE: u32 = 5;
 
+/// Past this many buckets, idle ones are dropped (see the module docs).
+pub const KEEP_BUCKETS: usize = 256;
+
 /// Which bucket a call draws from. `identity` is an opaque credential identity (an access key
-/// id or a token fingerprint), never a secret.
+/// id or a token fingerprint), never a secret; `endpoint` is where the call goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BudgetKey {
+    pub endpoint: String,
     pub identity: String,
     pub project: String,
     pub api: Api,
@@ -91,6 +103,26 @@ struct Bucket {
     blocked_until: Mutex<Option<tokio::time::Instant>>,
     /// When the last calls actually went out (see [`Budget::pace`]).
     sends: Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+}
+
+impl Bucket {
+    /// Holds nothing a fresh bucket would not: not blocked, no send within `span`, and (when
+    /// limiting) a token free now. Only asked when the bucket is dropped if idle, so taking
+    /// that token to see it is there changes nothing.
+    fn is_idle(&self, now: tokio::time::Instant, span: Duration) -> bool {
+        let blocked = self
+            .blocked_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| until > now);
+        let recent = self
+            .sends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .back()
+            .is_some_and(|t| now.duration_since(*t) < span);
+        !blocked && !recent && self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    }
 }
 
 struct Inner {
@@ -152,8 +184,22 @@ impl Budget {
         self.inner.period
     }
 
+    /// How many buckets exist (for tests of the bound).
+    pub fn buckets(&self) -> usize {
+        self.inner
+            .buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     fn bucket(&self, key: &BudgetKey) -> Arc<Bucket> {
         let mut buckets = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= KEEP_BUCKETS && !buckets.contains_key(key) {
+            let now = tokio::time::Instant::now();
+            let span = self.inner.window + self.inner.margin;
+            buckets.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle(now, span));
+        }
         let bucket = buckets.entry(key.clone()).or_insert_with(|| {
             // Burst 1: see the module docs for why a burst of n is not safe.
             let limiter = self
@@ -269,6 +315,7 @@ mod tests {
 
     fn key(api: Api) -> BudgetKey {
         BudgetKey {
+            endpoint: "https://hss.cn-north-4.myhuaweicloud.com".into(),
             identity: "AK".into(),
             project: "p".into(),
             api,
@@ -390,5 +437,65 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(budget.try_acquire(&key(Api::CreateTask)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_from_one_endpoint_never_holds_back_another() {
+        let budget = Budget::per_minute(5);
+        let elsewhere = BudgetKey {
+            endpoint: "https://hss.example.internal".into(),
+            ..key(Api::CreateTask)
+        };
+        // A hostile or broken endpoint asks for a year; it gets the cap, and only for itself.
+        budget.throttled(&elsewhere, Some(Duration::from_secs(365 * 24 * 3600)));
+        assert_eq!(
+            budget.try_acquire(&elsewhere).expect_err("blocked"),
+            super::super::client::MAX_RETRY_AFTER
+        );
+        assert!(
+            budget.try_acquire(&key(Api::CreateTask)).is_ok(),
+            "the same credential and project at another endpoint is not blocked"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_buckets_are_dropped_past_the_bound_and_busy_ones_kept() {
+        let budget = Budget::per_minute(5);
+        let at = |i: usize| BudgetKey {
+            endpoint: format!("https://hss-{i}.example"),
+            ..key(Api::ListTasks)
+        };
+        // One bucket still blocked by a 429, one with a send in the window.
+        budget.throttled(&at(0), Some(Duration::from_secs(300)));
+        budget.pace(&at(1)).await;
+        for i in 2..KEEP_BUCKETS {
+            let _ = budget.try_acquire(&at(i));
+        }
+        assert_eq!(budget.buckets(), KEEP_BUCKETS);
+        // Their tokens come back after one period; nothing else holds them.
+        tokio::time::advance(budget.period().expect("limited")).await;
+        let _ = budget.try_acquire(&at(KEEP_BUCKETS));
+        assert_eq!(
+            budget.buckets(),
+            3,
+            "the blocked, the recent and the new one stay"
+        );
+        assert!(
+            budget.try_acquire(&at(0)).is_err(),
+            "the blocked key is still blocked"
+        );
+        // A key whose token was taken but not yet given back is not idle either.
+        let busy = BudgetKey {
+            endpoint: "https://busy.example".into(),
+            ..key(Api::ListTasks)
+        };
+        assert!(budget.try_acquire(&busy).is_ok());
+        for i in 0..KEEP_BUCKETS {
+            let _ = budget.try_acquire(&at(1000 + i));
+        }
+        assert!(
+            budget.try_acquire(&busy).is_err(),
+            "its token is still taken: dropping the bucket would have handed out another"
+        );
     }
 }

@@ -32,13 +32,15 @@ use super::{
     credentials::{self, Auth, Credentials},
     endpoint::Endpoint,
     model::*,
-    signer,
+    signer, text,
 };
 
 /// Responses larger than this are not read (hostile or broken servers cannot exhaust memory).
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ListTasks and ListTaskResources page size bounds.
 pub const MIN_PAGE: u32 = 10;
 pub const MAX_PAGE: u32 = 200;
@@ -257,7 +259,7 @@ impl ClientConfig {
             project_id: project_id.into(),
             enterprise_project_id: None,
             timeout: DEFAULT_TIMEOUT,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             extra_ca_pem: None,
         }
     }
@@ -265,18 +267,32 @@ impl ClientConfig {
 
 /// Builds the shared reqwest client (also used for IAM token requests).
 pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, Error> {
+    http_client_with(
+        config.timeout,
+        config.connect_timeout,
+        config.extra_ca_pem.as_deref(),
+    )
+}
+
+/// Builds a reqwest client from the transport settings alone (no endpoint or project needed):
+/// per-request and connect timeouts, and extra trusted CA certificates (PEM bundle).
+pub fn http_client_with(
+    timeout: Duration,
+    connect_timeout: Duration,
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, Error> {
     static PROVIDER: OnceLock<()> = OnceLock::new();
     PROVIDER.get_or_init(|| {
         // Another part of the process may have installed one already; either is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
     let mut builder = reqwest::Client::builder()
-        .timeout(config.timeout)
-        .connect_timeout(config.connect_timeout)
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("hss-operator/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60));
-    if let Some(pem) = &config.extra_ca_pem {
+    if let Some(pem) = extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)?;
         builder = builder.tls_certs_merge(certs);
     }
@@ -357,6 +373,7 @@ impl HssClient {
     /// The bucket that calls to `api` with these credentials draw from.
     pub fn budget_key(&self, api: Api) -> BudgetKey {
         BudgetKey {
+            endpoint: self.config.endpoint.to_string(),
             identity: self.identity.clone(),
             project: self.config.project_id.clone(),
             api,
@@ -640,7 +657,7 @@ impl HssClient {
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .map(|v| text::bounded(v, text::REQUEST_ID));
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -661,13 +678,14 @@ impl HssClient {
         if status == 401 && self.credentials.refreshable() {
             self.credentials.invalidate().await;
         }
-        let message = err_body.error_msg.map(|m| m.chars().take(1024).collect());
+        // What a server says is bounded here, before it can reach status, Events or logs.
         Err(Error::Service {
             api,
             status,
-            code: err_body.error_code,
-            message,
-            request_id: request_id.or(err_body.request_id),
+            code: text::bounded_opt(err_body.error_code.as_deref(), text::CODE),
+            message: text::bounded_opt(err_body.error_msg.as_deref(), text::MESSAGE),
+            request_id: request_id
+                .or_else(|| text::bounded_opt(err_body.request_id.as_deref(), text::REQUEST_ID)),
             retry_after,
             refreshable: self.credentials.refreshable(),
         })
@@ -805,14 +823,18 @@ impl serde_json::ser::Formatter for SdkFormatter {
 /// block a budget shared by every object for years (or overflow the clock).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
 
-/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110), capped at [`MAX_RETRY_AFTER`];
-/// `None` when it is neither. A date in the past is no wait. Pure.
+/// `Retry-After` as delay-seconds or an HTTP-date in any of RFC 9110's three formats, capped
+/// at [`MAX_RETRY_AFTER`]; `None` when it is neither. A date in the past is no wait; digits too
+/// many for any clock are the cap. Pure: nothing here adds to an `Instant`, so no value can
+/// overflow one.
 pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     let value = value.trim();
-    let wait = if let Ok(secs) = value.parse::<u64>() {
-        Duration::from_secs(secs)
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        value
+            .parse::<u64>()
+            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
     } else {
-        let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+        let at = jiff::Timestamp::try_from(httpdate::parse_http_date(value).ok()?).ok()?;
         Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))
@@ -837,7 +859,24 @@ mod tests {
                 Some(0),
                 "a date in the past is no wait",
             ),
-            ("99999999999999999999", None, "not a u64: ignored"),
+            (
+                "99999999999999999999",
+                Some(600),
+                "more digits than a u64: the cap",
+            ),
+            (
+                "Sunday, 06-Nov-94 08:50:07 GMT",
+                Some(30),
+                "RFC 850 date (obsolete, still to be accepted)",
+            ),
+            (
+                "Sun Nov  6 08:50:07 1994",
+                Some(30),
+                "asctime date (obsolete, still to be accepted)",
+            ),
+            ("-5", None, "negative: neither"),
+            ("1.5", None, "fractional: neither"),
+            ("", None, "empty"),
             (
                 "18446744073709551615",
                 Some(600),

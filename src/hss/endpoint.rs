@@ -41,6 +41,9 @@ const REGIONS: &[(&str, &str)] = &[
     ("ap-southeast-5", "com"),
 ];
 
+/// Errors quote the endpoint as given, with any userinfo (`user:password@`) replaced by `***`
+/// and at most [`SHOWN`] characters, so a credential written into a URL never reaches a log,
+/// an Event or a status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error(
@@ -93,9 +96,9 @@ impl Endpoint {
 
     /// An explicit endpoint such as `https://hss.example.internal` or `http://127.0.0.1:8443`.
     pub fn parse(url: &str) -> Result<Self, Error> {
-        let base = Url::parse(url.trim()).map_err(|_| Error::InvalidUrl(url.to_string()))?;
+        let base = Url::parse(url.trim()).map_err(|_| Error::InvalidUrl(redacted(url)))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(Error::UnsupportedScheme(url.to_string()));
+            return Err(Error::UnsupportedScheme(redacted(url)));
         }
         if base.host_str().is_none()
             || !matches!(base.path(), "" | "/")
@@ -103,7 +106,7 @@ impl Endpoint {
             || !base.username().is_empty()
             || base.password().is_some()
         {
-            return Err(Error::NotABaseUrl(url.to_string()));
+            return Err(Error::NotABaseUrl(redacted(url)));
         }
         Ok(Self { base })
     }
@@ -140,6 +143,35 @@ impl Endpoint {
         }
         url
     }
+}
+
+/// How many characters of a refused endpoint an error quotes.
+pub const SHOWN: usize = 120;
+
+/// `url` as an error may quote it: userinfo replaced by `***` (whether or not the URL parses),
+/// control characters dropped, at most [`SHOWN`] characters. Pure.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***{}", &authority[at..]),
+        None => authority.to_string(),
+    };
+    // A '@' after the authority (in a path or query) can still carry a secret when the input
+    // is not a URL at all: keep only what follows the last one.
+    let tail = match tail.rfind('@') {
+        Some(at) => format!("***{}", &tail[at..]),
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(SHOWN)
+        .collect()
 }
 
 impl std::fmt::Display for Endpoint {
@@ -205,9 +237,43 @@ mod tests {
         );
         let ep = Endpoint::parse("https://hss.example:443").expect("ok");
         assert_eq!(
+            ep,
+            Endpoint::parse("https://hss.example").expect("ok"),
+            "the default port is the same endpoint"
+        );
+        assert_eq!(
             ep.host_header(),
             "hss.example",
             "default port is not part of Host"
+        );
+    }
+
+    #[test]
+    fn errors_never_echo_userinfo() {
+        // (input, reason)
+        let cases = [
+            ("https://AK:SECRET@hss.example", "user and password"),
+            ("https://SECRET@hss.example/v5", "user only, with a path"),
+            ("ftp://AK:SECRET@x", "an unsupported scheme"),
+            ("https://AK:SECRET@[::1", "unparseable"),
+            ("AK:SECRET@hss.example", "no scheme"),
+            ("https://x/?k=AK:SECRET@y", "an '@' in the query"),
+        ];
+        for (input, why) in cases {
+            let err = Endpoint::parse(input).expect_err(why);
+            let text = err.to_string();
+            assert!(!text.contains("SECRET"), "{why}: {text}");
+            assert!(text.contains("***"), "{why}: {text}");
+        }
+        assert_eq!(
+            redacted("https://u:p@hss.example:8443/x"),
+            "https://***@hss.example:8443/x"
+        );
+        assert_eq!(redacted(&"a".repeat(500)).len(), SHOWN, "bounded");
+        assert_eq!(
+            redacted("http://h\n\u{7}"),
+            "http://h",
+            "no control characters"
         );
     }
 }

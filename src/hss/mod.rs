@@ -2,11 +2,13 @@
 //!
 //! - [`signer`]: SDK-HMAC-SHA256, exactly as the official SDKs sign.
 //! - [`credentials`]: permanent AK/SK, temporary AK/SK + security token, IAM tokens.
-//! - [`endpoint`]: region table and explicit overrides.
+//! - [`endpoint`]: region table and explicit overrides; [`allow`]: where credentials may go.
+//! - [`text`]: bounds on what servers say.
 //! - [`model`]: request and response bodies.
 //! - [`budget`]: the per-(credential, project, API) rate budget every call draws from.
 //! - [`client`]: the HTTP client, error decoding and outcome classification.
 
+pub mod allow;
 pub mod budget;
 pub mod client;
 pub mod credentials;
@@ -14,6 +16,7 @@ pub mod endpoint;
 pub mod model;
 pub mod resolve;
 pub mod signer;
+pub mod text;
 
 pub use budget::{Budget, BudgetKey, Permit};
 pub use client::{Error, HssClient, Outcome};
