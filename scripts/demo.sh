@@ -71,7 +71,7 @@ kubectl -n "$NS" create secret generic hss-credentials \
   --from-literal=accessKey=AKDEMO --from-literal=secretKey=SKDEMO --dry-run=client -o yaml | kubectl apply -f -
 
 say "starting hss-operator run (default budget: 5 CreateTask calls per minute)"
-"$BIN" run --namespace "$NS" --endpoint "$URL" --project-id demo \
+"$BIN" run --namespace "$NS" --endpoint "$URL" --allow-insecure-endpoints --project-id demo \
   --credentials-secret "$NS/hss-credentials" --poll-interval 5s --admin-listen 127.0.0.1:0 \
   --disable-triggers >"$WORK/operator.log" 2>&1 &
 PIDS+=($!)

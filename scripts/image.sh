@@ -248,7 +248,7 @@ CONTAINER=hss-operator-smoke-$$
   -e HUAWEICLOUD_SDK_AK=AKDEMO -e HUAWEICLOUD_SDK_SK=SKDEMO \
   -e POD_NAME="$CONTAINER" -e POD_NAMESPACE="$NS" \
   "$IMAGE" run --admin-listen="127.0.0.1:$admin_port" --log-format=json --log-filter=info \
-  --poll-interval=1s --budget-per-minute=5 --endpoint="$HSS" --project-id=demo \
+  --poll-interval=1s --budget-per-minute=5 --endpoint="$HSS" --allow-insecure-endpoints --project-id=demo \
   --namespace="$NS" --claims-configmap="$NS/hss-operator-claims" --disable-triggers >/dev/null
 running() {
   [ "$("${PODMAN[@]}" inspect --format '{{.State.Running}}' "$CONTAINER" 2>/dev/null)" = true ] ||

@@ -5,6 +5,10 @@
 //! after a backoff; an ambiguous one (timeout, reset, 5xx, unreadable 200) is resolved with a
 //! ListTasks lookup and only posted again once the lookup proves no task exists. When several
 //! identical tasks could be ours the command stops and names them rather than guess.
+//!
+//! The manifest may come from someone else (a pull request): its endpoint, region, project and
+//! enterprise project never move the pipeline's credentials. Flags (and their environment
+//! names) win, except a manifest endpoint on the allow-list ([`HssArgs::manifest_overrides`]).
 
 use std::{collections::HashSet, io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -19,6 +23,7 @@ use crate::{
         client::{MAX_PAGE, Outcome},
         model::*,
         resolve::{self, Lookup},
+        text,
     },
 };
 
@@ -351,8 +356,8 @@ pub async fn follow(
             .results
             .extend(page.cluster_scan_data_list.into_iter().map(|r| {
                 ResultRow {
-                    id: r.cluster_id,
-                    name: r.cluster_name,
+                    id: text::bounded(&r.cluster_id, text::NAME),
+                    name: text::bounded_opt(r.cluster_name.as_deref(), text::NAME),
                     status: r.scan_status,
                     failures: r
                         .scan_detail_list
@@ -362,7 +367,10 @@ pub async fn follow(
                             format!(
                                 "{}: {}",
                                 wire_name(d.scan_type),
-                                d.failed_reason.unwrap_or_default()
+                                text::bounded(
+                                    d.failed_reason.as_deref().unwrap_or_default(),
+                                    text::MESSAGE
+                                )
                             )
                         })
                         .collect(),
@@ -370,11 +378,17 @@ pub async fn follow(
             }));
         report
             .results
-            .extend(page.iac_scan_data_list.into_iter().map(|r| ResultRow {
-                id: r.file_id,
-                name: r.file_name,
-                status: r.scan_status,
-                failures: r.failed_reason.into_iter().collect(),
+            .extend(page.iac_scan_data_list.into_iter().map(|r| {
+                ResultRow {
+                    id: text::bounded(&r.file_id, text::NAME),
+                    name: text::bounded_opt(r.file_name.as_deref(), text::NAME),
+                    status: r.scan_status,
+                    failures: r
+                        .failed_reason
+                        .iter()
+                        .map(|m| text::bounded(m, text::MESSAGE))
+                        .collect(),
+                }
             }));
         offset += MAX_PAGE;
         if got == 0 || report.results.len() as i64 >= page.total_num || offset > 10_000 {
@@ -421,12 +435,15 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
         );
     }
     let spec = &task.spec;
-    let overrides = Overrides {
+    let (overrides, ignored) = args.hss.manifest_overrides(&Overrides {
         region: spec.region.as_deref(),
         endpoint: spec.endpoint.as_deref(),
         project_id: spec.project_id.as_deref(),
         enterprise_project_id: spec.enterprise_project_id.as_deref(),
-    };
+    })?;
+    for note in ignored {
+        tracing::warn!("{note}");
+    }
     let client = args.hss.client(&overrides, args.hss.budget())?;
     let req = spec.to_request().map_err(|e| Error::Invalid(e.0))?;
     let mut report = create_once(&client, &req, args.max_attempts.max(1)).await?;

@@ -373,6 +373,7 @@ impl OperatorCmd {
                 &self.namespace,
                 "--endpoint",
                 &self.endpoint,
+                "--allow-insecure-endpoints",
                 "--project-id",
                 "proj",
                 "--poll-interval",

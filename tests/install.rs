@@ -459,6 +459,8 @@ async fn install(scenario: &str, values: Value, watched: &[&str], sim: SimConfig
         "pollInterval": "1s",
         "budgetPerMinute": 0,
         "logFilter": "info,hss_operator=debug",
+        // The simulator speaks plain http.
+        "extraArgs": ["--allow-insecure-endpoints"],
     });
     merge(&mut all, values);
     if !watched_ns.is_empty() {

@@ -50,6 +50,7 @@ fn operator_with(name: &str, ns: &str, sim: &str, admin_port: u16, extra: &[&str
             ns,
             "--endpoint",
             sim,
+            "--allow-insecure-endpoints",
             "--project-id",
             "proj",
             "--poll-interval",

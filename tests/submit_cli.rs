@@ -197,7 +197,8 @@ async fn submit(args: &[&str], secret_key: &str) -> Run {
 }
 
 /// `-f FILE --wait --poll-interval 200ms --endpoint URL --project-id p1`, with client-side
-/// limiting off: at HSS's 5 calls a minute the second poll would come 12 s after the first.
+/// limiting off (at HSS's 5 calls a minute the second poll would come 12 s after the first)
+/// and plain http allowed (the simulator's).
 fn wait_args<'a>(manifest: &'a Manifest, url: &'a str) -> Vec<&'a str> {
     vec![
         "-f",
@@ -207,6 +208,7 @@ fn wait_args<'a>(manifest: &'a Manifest, url: &'a str) -> Vec<&'a str> {
         "200ms",
         "--endpoint",
         url,
+        "--allow-insecure-endpoints",
         "--project-id",
         PROJECT,
         "--budget-per-minute",
@@ -417,4 +419,70 @@ async fn a_failed_cluster_exits_6_with_its_failures_in_its_row() {
         "the failure names the scan and its reason: {run:?}"
     );
     assert_eq!(row("cce-sim-0001")[2], "success", "{run:?}");
+}
+
+/// A loopback listener that counts connections: the host a manifest's author chose.
+fn trap() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn a_manifest_cannot_send_the_pipelines_credentials_to_a_host_it_names() {
+    let sim = SimProcess::start(&[]);
+    let (trap_url, hits) = trap();
+    let manifest = Manifest::new(&ALL_CLUSTERS.replace(
+        "  taskType: cluster_scan",
+        &format!("  taskType: cluster_scan\n  endpoint: {trap_url}\n  projectId: victim"),
+    ));
+
+    // With the pipeline's own settings, those win: the scan runs where the flags say.
+    let run = submit(&wait_args(&manifest, &sim.url), SK).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(sim.created_ids().await, [run.lines()[0]], "{run:?}");
+    assert!(
+        run.stderr.contains("not on the allow-list") && run.stderr.contains("projectId"),
+        "both ignored overrides are named: {run:?}"
+    );
+
+    // Without them, nothing is sent anywhere.
+    let run = submit(&["-f", manifest.path()], SK).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("not on the allow-list") && run.stderr.contains(&trap_url),
+        "{run:?}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the manifest's host"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_without_the_explicit_flag_and_nothing_is_sent() {
+    let sim = SimProcess::start(&[]);
+    let manifest = Manifest::new(ALL_CLUSTERS);
+    let args: Vec<&str> = wait_args(&manifest, &sim.url)
+        .into_iter()
+        .filter(|a| *a != "--allow-insecure-endpoints")
+        .collect();
+
+    let run = submit(&args, SK).await;
+
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("--allow-insecure-endpoints"),
+        "the way out is named: {run:?}"
+    );
+    assert_eq!(sim.calls().await, serde_json::json!({}), "no call reached HSS");
 }

@@ -237,6 +237,7 @@ fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<Proc> 
     let child = Command::new(bin)
         .args(["run", "--namespace", s.namespace, "--endpoint", s.sim_url])
         .args(["--project-id", "proj", "--disable-triggers"])
+        .arg("--allow-insecure-endpoints")
         .arg("--budget-per-minute")
         .arg(s.budget_per_minute.to_string())
         .arg("--budget-window")
@@ -1245,7 +1246,7 @@ async fn sdk_vs_submit(env: &Env, cli: &Cli) -> anyhow::Result<Row> {
             .arg("-f")
             .arg(&manifest)
             .args(["--endpoint", &sim_url, "--project-id", "proj"])
-            .args(["--budget-per-minute", "0"])
+            .args(["--allow-insecure-endpoints", "--budget-per-minute", "0"])
             .env("HUAWEICLOUD_SDK_AK", "AKSIM")
             .env("HUAWEICLOUD_SDK_SK", "SKSIM")
             .env("RUST_LOG", "warn");

@@ -1,6 +1,11 @@
 //! Which credentials and HSS client a ClusterScanTask uses: its own Secret, or the operator's
 //! defaults (flags and environment, or `--credentials-secret`), and one shared client per
-//! endpoint, project and credential material.
+//! endpoint, project and credentials source.
+//!
+//! Secrets are read with `get`, by name, when an object is reconciled; never listed or
+//! watched. The client cache is keyed by where the credentials come from and remembers which
+//! version of them it holds, so a changed Secret replaces its client; it is bounded by
+//! [`KEEP_CLIENTS`].
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -14,6 +19,10 @@ use crate::{
     crd::ClusterScanTask,
     hss::{self, Credentials, HssClient},
 };
+
+/// Past this many cached clients the cache starts over (clients are cheap to rebuild: they
+/// share one connection pool and the budget lives elsewhere).
+pub const KEEP_CLIENTS: usize = 256;
 
 impl Context {
     /// The HSS client for `obj` (its spec's overrides and credentials), shared by all objects
@@ -36,40 +45,54 @@ impl Context {
             .client_config(&overrides)
             .map_err(Error::Config)?;
         let operator = self.args.hss.client_config(&Overrides::default()).ok();
-        if let Err(refusal) = self.args.policy.check(policy::Request {
-            own_secret: spec.credentials_secret_ref.is_some(),
-            config: &config,
-            operator: operator.as_ref(),
-        }) {
+        if let Err(refusal) = self
+            .args
+            .policy
+            .with(&self.args.hss)
+            .check(policy::Request {
+                own_secret: spec.credentials_secret_ref.is_some(),
+                config: &config,
+                operator: operator.as_ref(),
+            })
+        {
             return Ok(Err(Unusable::Refused(refusal)));
         }
-        let creds = match self.credentials_for(obj).await? {
+        let Found {
+            credentials,
+            source,
+            version,
+        } = match self.credentials_for(obj).await? {
             Ok(c) => c,
             Err(problem) => return Ok(Err(Unusable::Credentials(problem))),
         };
         let key = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{source}",
             config.endpoint,
             config.project_id,
             config.enterprise_project_id.as_deref().unwrap_or(""),
-            creds.1
         );
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let client = clients
-            .entry(key)
-            .or_insert_with(|| {
-                HssClient::with_http(self.http.clone(), config, creds.0, self.budget.clone())
-                    .with_observer(self.metrics.clone())
-            })
-            .clone();
+        if let Some((held, client)) = clients.get(&key)
+            && *held == version
+        {
+            return Ok(Ok(client.clone()));
+        }
+        if clients.len() >= KEEP_CLIENTS {
+            clients.clear();
+        }
+        let client =
+            HssClient::with_http(self.http.clone(), config, credentials, self.budget.clone())
+                .with_observer(self.metrics.clone());
+        clients.insert(key, (version, client.clone()));
         Ok(Ok(client))
     }
 
-    /// Credentials for `obj` and a fingerprint of their material (so rotation takes effect).
+    /// Credentials for `obj`, where they come from and which version of them (so rotation
+    /// takes effect).
     async fn credentials_for(
         &self,
         obj: &ClusterScanTask,
-    ) -> Result<Result<(Credentials, String), CredentialsProblem>, Error> {
+    ) -> Result<Result<Found, CredentialsProblem>, Error> {
         let (ns, name) = match (
             &obj.spec.credentials_secret_ref,
             &self.args.credentials_secret,
@@ -79,10 +102,11 @@ impl Context {
                 if self.args.hss.access_key.is_some() || self.args.hss.auth_token.is_some() =>
             {
                 return Ok(match self.args.hss.credentials() {
-                    Ok(c) => {
-                        let fp = c.identity();
-                        Ok((c, fp))
-                    }
+                    Ok(c) => Ok(Found {
+                        version: c.identity(),
+                        credentials: c,
+                        source: "flags".into(),
+                    }),
                     Err(e) => Err(CredentialsProblem::Invalid(crate::report_error(&e))),
                 });
             }
@@ -113,8 +137,8 @@ impl Context {
         };
         Ok(credentials_from_secret(&secret)
             .map_err(CredentialsProblem::Invalid)
-            .map(|c| {
-                let fp = format!(
+            .map(|c| Found {
+                version: format!(
                     "{}#{}",
                     c.identity(),
                     &hss::signer::hex_sha256(
@@ -125,10 +149,20 @@ impl Context {
                         )
                         .as_bytes()
                     )[..12]
-                );
-                (c, fp)
+                ),
+                credentials: c,
+                source: format!("secret:{ns}/{name}"),
             }))
     }
+}
+
+/// Credentials and what identifies them in the client cache.
+struct Found {
+    credentials: Credentials,
+    /// Where they come from: the flags, or a Secret by namespace and name.
+    source: String,
+    /// Which version: changes when the material or the Secret changes.
+    version: String,
 }
 
 /// Why an object gets no HSS client.

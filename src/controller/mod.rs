@@ -159,7 +159,8 @@ pub struct Context {
     pub args: ScanArgs,
     pub budget: Budget,
     http: reqwest::Client,
-    clients: Mutex<HashMap<String, HssClient>>,
+    /// Clients by settings and credentials source, with the credentials' version.
+    clients: Mutex<HashMap<String, (String, HssClient)>>,
     /// One cache per watched scope.
     stores: Vec<Store<ClusterScanTask>>,
     /// The exactly-once state: remembered task ids, deleted objects' claims, the POST gate.
@@ -416,18 +417,10 @@ pub async fn run(
     let fail_point = runtime.fail_point.clone();
     let (poller, poll_triggers) = Poller::new(args.poll_interval);
     let budget = args.hss.budget();
-    let http = hss::client::http_client(
-        &args
-            .hss
-            .client_config(&Overrides::default())
-            .unwrap_or_else(|_| {
-                hss::client::ClientConfig::new(
-                    hss::Endpoint::parse("http://127.0.0.1").expect("static URL"),
-                    "-",
-                )
-            }),
-    )
-    .map_err(Error::Hss)?;
+    // The configured endpoint and the transport (timeout, CA bundle) are checked once, here:
+    // a bad one stops the start instead of failing every object, or being left out.
+    args.hss.validate().map_err(Error::Config)?;
+    let http = args.hss.http_client().map_err(Error::Config)?;
     // One unpaged list from the API server's watch cache: paging (kube's default of 500)
     // turns off the cache and reads etcd page by page, about 4x slower for 10,000 objects.
     let mut wc = watcher::Config::default().any_semantic();

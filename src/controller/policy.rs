@@ -17,20 +17,15 @@
 //! A refusal sends nothing anywhere; the object ends `Failed` with the refusal's reason and a
 //! Warning Event.
 
-use crate::hss::{Endpoint, client::ClientConfig};
+use crate::{
+    config::HssArgs,
+    hss::{allow::AllowList, client::ClientConfig},
+};
 
-/// The operator's flags for this policy (part of `hss-operator run`).
+/// The operator's flags for this policy (part of `hss-operator run`; the endpoint allow-list
+/// and `--allow-insecure-endpoints` are [`HssArgs`]', shared with `submit`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PolicyArgs {
-    /// An endpoint a ClusterScanTask with its own Secret may name (repeatable; default: the
-    /// official HSS endpoint of every known region).
-    #[arg(
-        long = "allowed-endpoint",
-        env = "HSS_ALLOWED_ENDPOINTS",
-        value_delimiter = ','
-    )]
-    pub allowed_endpoints: Vec<String>,
-
     /// A project a ClusterScanTask may name while using the operator's own credentials
     /// (repeatable; default: none besides the operator's own).
     #[arg(
@@ -39,11 +34,28 @@ pub struct PolicyArgs {
         value_delimiter = ','
     )]
     pub allowed_projects: Vec<String>,
+}
 
-    /// Let ClusterScanTasks with their own Secret name plain-http endpoints on the allow-list.
-    /// For tests and the simulator only: credentials would travel in clear.
-    #[arg(long)]
-    pub allow_insecure_endpoints: bool,
+impl PolicyArgs {
+    /// The policy these flags and the HSS settings make.
+    pub fn with<'a>(&'a self, hss: &'a HssArgs) -> Policy<'a> {
+        Policy {
+            endpoints: hss.allow_list(),
+            projects: &self.allowed_projects,
+            insecure_ok: hss.allow_insecure_endpoints,
+        }
+    }
+}
+
+/// The decision's inputs from the operator's configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy<'a> {
+    /// Where an object's own Secret may go besides the operator's endpoint.
+    pub endpoints: AllowList<'a>,
+    /// Projects the operator's own credentials may be used with besides its own.
+    pub projects: &'a [String],
+    /// Plain http endpoints (tests and the simulator).
+    pub insecure_ok: bool,
 }
 
 /// Why a ClusterScanTask's settings are refused.
@@ -66,33 +78,18 @@ pub struct Request<'a> {
     pub operator: Option<&'a ClientConfig>,
 }
 
-impl PolicyArgs {
-    fn endpoint_allowed(&self, endpoint: &Endpoint) -> bool {
-        let want = endpoint.to_string();
-        if self.allowed_endpoints.is_empty() {
-            return Endpoint::regions()
-                .filter_map(|r| Endpoint::for_region(r).ok())
-                .any(|e| e.to_string() == want);
-        }
-        self.allowed_endpoints
-            .iter()
-            .filter_map(|e| Endpoint::parse(e).ok())
-            .any(|e| e.to_string() == want)
-    }
-
+impl Policy<'_> {
     /// Decides. Pure.
     pub fn check(&self, req: Request<'_>) -> Result<(), Refusal> {
         let config = req.config;
-        let operators_endpoint = req
-            .operator
-            .is_some_and(|o| o.endpoint.to_string() == config.endpoint.to_string());
+        let operators_endpoint = req.operator.is_some_and(|o| o.endpoint == config.endpoint);
         if req.own_secret {
             // The operator's configured endpoint is the administrator's choice, not the
             // tenant's: the object's own credentials may always go there.
             if operators_endpoint {
                 return Ok(());
             }
-            if !self.endpoint_allowed(&config.endpoint) {
+            if !self.endpoints.allows(&config.endpoint) {
                 return Err(Refusal {
                     reason: "EndpointNotAllowed",
                     message: format!(
@@ -101,7 +98,7 @@ impl PolicyArgs {
                     ),
                 });
             }
-            if !config.endpoint.is_https() && !self.allow_insecure_endpoints {
+            if !config.endpoint.is_https() && !self.insecure_ok {
                 return Err(Refusal {
                     reason: "InsecureEndpoint",
                     message: format!(
@@ -125,11 +122,10 @@ impl PolicyArgs {
         let Some(operator) = req.operator else {
             return Err(moved("endpoint", &config.endpoint.to_string()));
         };
-        if config.endpoint.to_string() != operator.endpoint.to_string() {
+        if !operators_endpoint {
             return Err(moved("endpoint", &config.endpoint.to_string()));
         }
-        let project_ok =
-            |p: &str, own: &str| p == own || self.allowed_projects.iter().any(|a| a == p);
+        let project_ok = |p: &str, own: &str| p == own || self.projects.iter().any(|a| a == p);
         if !project_ok(&config.project_id, &operator.project_id) {
             return Err(moved("project", &config.project_id));
         }
@@ -144,6 +140,7 @@ impl PolicyArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hss::Endpoint;
 
     fn config(url: &str, project: &str) -> ClientConfig {
         ClientConfig::new(Endpoint::parse(url).expect("url"), project)
@@ -152,8 +149,9 @@ mod tests {
     #[test]
     fn the_operators_credentials_never_move_to_a_place_the_object_chose() {
         let operator = config("https://hss.cn-north-4.myhuaweicloud.com", "p-own");
-        let policy = PolicyArgs {
-            allowed_projects: vec!["p-shared".into()],
+        let shared = ["p-shared".to_string()];
+        let policy = Policy {
+            projects: &shared,
             ..Default::default()
         };
         // (object's endpoint, project, allowed, reason)
@@ -215,14 +213,15 @@ mod tests {
 
     #[test]
     fn own_credentials_go_only_to_allowed_https_endpoints() {
-        let default = PolicyArgs::default();
-        let custom = PolicyArgs {
-            allowed_endpoints: vec!["http://127.0.0.1:8443".into()],
+        let default = Policy::default();
+        let listed = [Endpoint::parse("http://127.0.0.1:8443").expect("valid")];
+        let custom = Policy {
+            endpoints: AllowList::new(&listed),
             ..Default::default()
         };
-        let insecure_ok = PolicyArgs {
-            allow_insecure_endpoints: true,
-            ..custom.clone()
+        let insecure_ok = Policy {
+            insecure_ok: true,
+            ..custom
         };
         // (policy, endpoint, refusal, reason)
         let cases = [

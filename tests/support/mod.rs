@@ -211,12 +211,14 @@ struct RunCli {
     run: RunArgs,
 }
 
-/// Operator flags for a simulator at `base_url`, watching `ns`. `extra` are appended.
+/// Operator flags for a simulator at `base_url` (plain http, hence
+/// `--allow-insecure-endpoints`), watching `ns`. `extra` are appended.
 pub fn run_args(base_url: &str, ns: &str, extra: &[&str]) -> RunArgs {
     let mut argv = vec![
         "run",
         "--endpoint",
         base_url,
+        "--allow-insecure-endpoints",
         "--project-id",
         "proj",
         "--access-key",
