@@ -83,6 +83,8 @@ SCENARIOS = {
         "hss": {
             "region": "cn-north-4", "projectId": "0123456789abcdef", "enterpriseProjectId": "0",
             "endpoint": "https://hss.cn-north-4.myhuaweicloud.com", "requestTimeout": "20s",
+            "allowedEndpoints": ["https://hss.partner.example:8443", "https://hss.ap-southeast-1.myhuaweicloud.com"],
+            "allowedProjects": ["0123456789abcdef", "fedcba9876543210"],
             "caBundle": {"configMapName": "hss-ca", "key": "ca.pem"},
         },
         "credentials": {"existingSecret": "hss-credentials", "mode": "env", "accessKeyKey": "ak"},
@@ -109,20 +111,21 @@ SCENARIOS = {
     },
 }
 
+# Exactly the verbs the code uses (least privilege both ways: nothing missing, nothing more).
 WATCH_RULES = {
-    (GROUP, "clusterscantasks"): {"get", "list", "watch", "create", "delete", "patch", "update"},
-    (GROUP, "clusterscantasks/status"): {"get", "patch", "update"},
-    (GROUP, "clusterscantasks/finalizers"): {"update"},
+    (GROUP, "clusterscantasks"): {"list", "watch", "patch"},
+    (GROUP, "clusterscantasks/status"): {"patch"},
     ("", "secrets"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    ("", "events"): {"create", "patch"},
 }
 TRIGGER_RULES = {
-    (GROUP, "clusterscantriggers"): {"get", "list", "watch", "patch", "update"},
-    (GROUP, "clusterscantriggers/status"): {"get", "patch", "update"},
+    # Runs: created, read back by name after a conflict, pruned.
+    (GROUP, "clusterscantasks"): {"get", "list", "watch", "create", "delete", "patch"},
+    (GROUP, "clusterscantriggers"): {"list", "watch"},
+    (GROUP, "clusterscantriggers/status"): {"patch"},
     (GROUP, "clusterscantriggers/finalizers"): {"update"},
 }
-NODE_RULES = {("", "nodes"): {"get", "list", "watch"}}
+NODE_RULES = {("", "nodes"): {"list", "watch"}}
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 CLAIMS_RULES = {("", "configmaps"): {"get", "create", "update"}}
 ALERTS = {"HssOperatorDown", "HssOperatorSubmissionUnresolved", "HssOperatorThrottled",
@@ -337,6 +340,10 @@ def check_render(name, values, objs, notes):
             s["metadata"]["name"] == sa_name for s in by_kind.get("ServiceAccount", [])):
         fail(where, f"ServiceAccount {sa_name} is not rendered")
     triggers = values.get("triggers", {}).get("enabled", True)
+    hss_values = values.get("hss", {})
+    for flag, key in (("--allowed-endpoint", "allowedEndpoints"), ("--allowed-project", "allowedProjects")):
+        if argv.get(flag) != (",".join(hss_values[key]) if hss_values.get(key) else None):
+            fail(where, f"{flag} is {argv.get(flag)}, expected hss.{key} {hss_values.get(key)}")
     if ("--disable-triggers" in argv) == triggers:
         fail(where, "--disable-triggers does not follow triggers.enabled")
     watch = {**WATCH_RULES, **(TRIGGER_RULES if triggers else {})}

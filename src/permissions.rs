@@ -152,7 +152,8 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         needs.push(need("get", "", "secrets", None, ns.clone()));
         needs.push(need("create", "events.k8s.io", "events", None, ns.clone()));
         if triggers {
-            for verb in ["list", "watch", "patch"] {
+            // Triggers are only read; their status is written through the subresource.
+            for verb in ["list", "watch"] {
                 needs.push(need(
                     verb,
                     "hss.scanops.dev",

@@ -77,25 +77,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Rules the operator needs wherever it watches ClusterScanTasks: cluster-wide in a ClusterRole,
-or in a Role per watched namespace.
+or in a Role per watched namespace. Every verb is one the code uses (scripts/check-deploy.sh
+checks the exact set): the controller lists and watches ClusterScanTasks, patches them (its
+finalizer) and their status (server-side apply); the trigger controller also creates runs,
+reads one back by name after a conflict and deletes old ones.
 */}}
 {{- define "hss-operator.watchRules" -}}
 - apiGroups: ["hss.scanops.dev"]
   resources: ["clusterscantasks"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch", "update"]
+  {{- if .Values.triggers.enabled }}
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  {{- else }}
+  verbs: ["list", "watch", "patch"]
+  {{- end }}
 - apiGroups: ["hss.scanops.dev"]
   resources: ["clusterscantasks/status"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["hss.scanops.dev"]
-  resources: ["clusterscantasks/finalizers"]
-  verbs: ["update"]
+  verbs: ["patch"]
 {{- if .Values.triggers.enabled }}
 - apiGroups: ["hss.scanops.dev"]
   resources: ["clusterscantriggers"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch"]
 - apiGroups: ["hss.scanops.dev"]
   resources: ["clusterscantriggers/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Runs are ClusterScanTasks owned by their trigger; an owner reference with
 # blockOwnerDeletion needs this where OwnerReferencesPermissionEnforcement is on.
 - apiGroups: ["hss.scanops.dev"]
@@ -107,10 +111,8 @@ or in a Role per watched namespace.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# Events through kube's Recorder (events.k8s.io/v1): create, and patch for a repeated one.
 - apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
