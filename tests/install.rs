@@ -27,16 +27,11 @@ use hss_operator::{
 };
 use k8s_openapi::{
     ByteString,
-    api::{
-        authentication::v1::{TokenRequest, TokenRequestSpec},
-        coordination::v1::Lease,
-        core::v1::{Secret, ServiceAccount},
-    },
+    api::{coordination::v1::Lease, core::v1::Secret},
 };
 use kube::{
     Api, Client, ResourceExt,
     api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
-    config::Kubeconfig,
     discovery::{self, Scope},
 };
 use serde_json::{Value, json};
@@ -152,37 +147,8 @@ impl Release {
         let sa = self.pod_spec()["serviceAccountName"]
             .as_str()
             .expect("serviceAccountName");
-        let token = Api::<ServiceAccount>::namespaced(admin.clone(), &self.namespace)
-            .create_token_request(
-                sa,
-                &PostParams::default(),
-                &TokenRequest {
-                    spec: TokenRequestSpec {
-                        audiences: vec![],
-                        expiration_seconds: Some(3600),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("TokenRequest for the chart's ServiceAccount")
-            .status
-            .expect("token")
-            .token;
-        let admin_kc = Kubeconfig::read_from(&control_plane().kubeconfig).expect("kubeconfig");
-        let cluster = admin_kc.clusters[0].cluster.as_ref().expect("cluster");
-        let kc = json!({
-            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
-            "clusters": [{"name": "c", "cluster": {
-                "server": cluster.server,
-                "certificate-authority-data": cluster.certificate_authority_data,
-            }}],
-            "users": [{"name": sa, "user": {"token": token}}],
-            "contexts": [{"name": "pod", "context": {"cluster": "c", "user": sa}}],
-        });
         let path = log_dir().join(format!("{}.kubeconfig", self.name));
-        std::fs::write(&path, kc.to_string()).expect("write kubeconfig");
+        identity::service_account_kubeconfig(admin, &self.namespace, sa, &path).await;
         path
     }
 }

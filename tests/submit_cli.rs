@@ -484,5 +484,9 @@ async fn plain_http_is_refused_without_the_explicit_flag_and_nothing_is_sent() {
         run.stderr.contains("--allow-insecure-endpoints"),
         "the way out is named: {run:?}"
     );
-    assert_eq!(sim.calls().await, serde_json::json!({}), "no call reached HSS");
+    assert_eq!(
+        sim.calls().await,
+        serde_json::json!({}),
+        "no call reached HSS"
+    );
 }

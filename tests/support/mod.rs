@@ -2,6 +2,9 @@
 //! one per test binary), the HSS simulator in-process, and the operator's real `run` code path.
 #![allow(dead_code)]
 
+pub mod identity;
+pub mod tls;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
