@@ -130,6 +130,8 @@ pub(super) async fn follow(
     let now = jiff::Timestamp::now();
     let t = if info.task_status != TaskStatus::Finished {
         transitions::progressed(&obj, &info, poll_every)
+    } else if transitions::retry_not_yet_shown(&obj, &info, now) {
+        transitions::awaiting_retry(&obj, poll_every)
     } else {
         let req = ListTaskResourcesRequest {
             task_type: obj.spec.task_type,
@@ -151,7 +153,7 @@ pub(super) async fn follow(
                     match hss.retry_task(&task_id, &retry).await {
                         Ok(()) => {
                             ctx.poller.reset(&task_id);
-                            transitions::retried(&obj, &info, rows, poll_every)
+                            transitions::retried(&obj, &info, rows, poll_every, now)
                         }
                         Err(e) => transitions::results_unavailable(&obj, &info, &e, now),
                     }

@@ -22,7 +22,7 @@ use super::{status, tracking};
 use crate::{
     crd::{
         ClusterScanTask, ClusterScanTaskStatus, Phase,
-        cluster_scan_task::{LastError, ResourceResult, Submission},
+        cluster_scan_task::{LastError, ResourceResult, RetryMark, Submission},
     },
     hss::{
         self,
@@ -464,18 +464,58 @@ pub fn wants_retry(obj: &ClusterScanTask, info: &TaskInfo, rows: &[ResourceResul
         && retries < obj.spec.retry_failed_clusters.unwrap_or(0)
 }
 
-/// RetryTask accepted: running again, one more retry counted.
+/// How long a `finished` report of the run before a RetryTask is taken for stale: HSS may
+/// report the old run for a while after accepting the retry. Past this, a `finished` report is
+/// believed even if it carries the old end time (HSS never showed the re-run).
+pub const RETRY_SETTLE: Duration = Duration::from_secs(300);
+
+/// Whether `info` (a `finished` report) is still the run before the last RetryTask: its end
+/// time is the one recorded at the retry (or HSS gives none), and the settle time has not
+/// passed. Such a report is not the end of the scan. Pure.
+pub fn retry_not_yet_shown(obj: &ClusterScanTask, info: &TaskInfo, now: Timestamp) -> bool {
+    let Some(mark) = obj.status.as_ref().and_then(|s| s.last_retry.as_ref()) else {
+        return false;
+    };
+    let settled = now
+        .duration_since(mark.at.0)
+        .try_into()
+        .is_ok_and(|elapsed: Duration| elapsed >= RETRY_SETTLE);
+    let same_run = match (info.end_time, mark.previous_end_time) {
+        (Some(end), Some(before)) => end <= before,
+        // Without end times, only the settle time tells the runs apart.
+        _ => true,
+    };
+    info.task_status == TaskStatus::Finished && same_run && !settled
+}
+
+/// A `finished` report that is still the run before the RetryTask: nothing changes, look again
+/// at the next poll.
+pub fn awaiting_retry(obj: &ClusterScanTask, poll_every: Duration) -> Transition {
+    Transition {
+        status: current(obj),
+        events: vec![],
+        action: Action::requeue(poll_every),
+    }
+}
+
+/// RetryTask accepted: running again, one more retry counted, the old run's end time kept so
+/// that a late `finished` report of it is not taken for the retry's.
 pub fn retried(
     obj: &ClusterScanTask,
     info: &TaskInfo,
     rows: Vec<ResourceResult>,
     poll_every: Duration,
+    now: Timestamp,
 ) -> Transition {
     let mut st = with_progress(obj, info);
     let failed = failed_count(info, &rows);
     let retries = st.retries.unwrap_or(0) + 1;
     let allowed = obj.spec.retry_failed_clusters.unwrap_or(0);
     st.retries = Some(retries);
+    st.last_retry = Some(RetryMark {
+        at: Time(now),
+        previous_end_time: info.end_time,
+    });
     st.phase = Some(Phase::Running);
     st.results = rows;
     Transition {

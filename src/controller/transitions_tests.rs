@@ -281,6 +281,7 @@ fn failed_clusters_are_retried_only_as_often_as_the_spec_allows() {
         &info("finished", 1),
         rows.clone(),
         Duration::from_secs(1),
+        at(0),
     );
     assert_eq!(t.status.retries, Some(1));
     assert_eq!(t.status.phase, Some(Phase::Running));
@@ -291,6 +292,53 @@ fn failed_clusters_are_retried_only_as_often_as_the_spec_allows() {
         !wants_retry(&again, &info("finished", 1), &rows),
         "retryFailedClusters: 1 allows one retry"
     );
+}
+
+#[test]
+fn a_finished_report_of_the_run_before_a_retry_is_not_the_end() {
+    let running = with_status(
+        PENDING,
+        serde_json::json!({"phase": "Running", "taskId": "t-1"}),
+    );
+    let ended = |end_ms: Option<i64>| {
+        let mut i = info("finished", 1);
+        i.end_time = end_ms;
+        i
+    };
+    let t = retried(
+        &running,
+        &ended(Some(5_000)),
+        vec![row("failed")],
+        Duration::from_secs(1),
+        at(10),
+    );
+    let mut after = running.clone();
+    after.status = Some(t.status);
+    // HSS still shows the old run: not the end, nothing written.
+    assert!(retry_not_yet_shown(&after, &ended(Some(5_000)), at(11)));
+    let wait = awaiting_retry(&after, Duration::from_secs(2));
+    assert_eq!(Some(&wait.status), after.status.as_ref());
+    assert!(wait.events.is_empty());
+    // Without end times, only the settle time tells.
+    assert!(retry_not_yet_shown(&after, &ended(None), at(11)));
+    // The re-run ended (a later end time): the end.
+    assert!(!retry_not_yet_shown(&after, &ended(Some(9_000)), at(12)));
+    // HSS reports running: not a finished report at all.
+    assert!(!retry_not_yet_shown(&after, &info("running", 0), at(12)));
+    // Past the settle time, the old report is believed.
+    let settle = RETRY_SETTLE.as_secs() as i64;
+    assert!(retry_not_yet_shown(
+        &after,
+        &ended(Some(5_000)),
+        at(10 + settle - 1)
+    ));
+    assert!(!retry_not_yet_shown(
+        &after,
+        &ended(Some(5_000)),
+        at(10 + settle)
+    ));
+    // Never retried: every finished report is the end.
+    assert!(!retry_not_yet_shown(&running, &ended(Some(5_000)), at(11)));
 }
 
 #[test]

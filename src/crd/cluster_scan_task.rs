@@ -231,6 +231,11 @@ pub struct ClusterScanTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
 
+    /// The last RetryTask: until HSS shows the re-run (or a settle time passes), a `finished`
+    /// report of the run before it is not taken as the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retry: Option<RetryMark>,
+
     /// Submitted, Complete, Failed, Finished, Throttled and CredentialsReady. Finished is True
     /// on every final phase (reason: the phase), so `kubectl wait --for=condition=Finished`
     /// ends on success and failure alike.
@@ -244,6 +249,18 @@ pub struct ClusterScanTaskStatus {
     /// The last error HSS (or the operator) reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+}
+
+/// When a RetryTask was accepted, and how the run before it had ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryMark {
+    /// When HSS accepted the RetryTask.
+    pub at: Time,
+    /// The `end_time` HSS reported for the run before the retry (epoch milliseconds, HSS's
+    /// clock): a `finished` report with this end time is that run, not the retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_end_time: Option<i64>,
 }
 
 /// A CreateTask attempt.
