@@ -2,9 +2,10 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use hss_operator::{
+    controller::{FailPoint, Step},
     crd::{ClusterScanTask, Phase},
     simulator::{Api as HssApi, FaultKind, FaultPlan, SimConfig, Simulator},
 };
@@ -12,6 +13,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
+    runtime::wait::{await_condition, conditions},
 };
 use support::*;
 
@@ -467,6 +469,60 @@ async fn bad_secret_bad_spec_and_hss_rejection_get_clear_conditions_and_no_retry
         "only the two valid scans created tasks"
     );
     op.stop().await;
+}
+
+/// A deletion that begins after the budget was taken but before the attempt record is written
+/// sends nothing: the record's resourceVersion precondition fails, and the finalizer lets go.
+#[tokio::test]
+async fn a_deletion_begun_before_the_attempt_record_sends_nothing() {
+    let client = admin().await;
+    let ns = namespace(&client, "delete-before-record").await;
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    // At BeforeRecord for "doomed": delete it and wait until the deletion is visible, then go on.
+    let deleter = api.clone();
+    let fail_point: FailPoint = Arc::new(move |at, name: String| {
+        let api = deleter.clone();
+        Box::pin(async move {
+            if at != Step::BeforeRecord || name != "doomed" {
+                return;
+            }
+            let _ = api.delete(&name, &DeleteParams::default()).await;
+            for _ in 0..100 {
+                match api.get_opt(&name).await {
+                    Ok(Some(o)) if o.metadata.deletion_timestamp.is_none() => {}
+                    _ => return,
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    let op = Operator::start(
+        client.clone(),
+        run_args(&sim.base_url(), &ns, &[]),
+        Some(fail_point),
+    );
+    api.create(&PostParams::default(), &cluster_scan("doomed"))
+        .await
+        .expect("create");
+    let gone = await_condition(api.clone(), "doomed", conditions::is_deleted(""));
+    tokio::time::timeout(Duration::from_secs(30), gone)
+        .await
+        .expect("the object is gone within 30 s")
+        .expect("watch");
+    // Another object still goes through: the operator was not merely stuck.
+    api.create(&PostParams::default(), &cluster_scan("alive"))
+        .await
+        .expect("create");
+    wait_for(&api, "alive", 30, |o| phase(o) == Some(Phase::Succeeded)).await;
+    op.stop().await;
+    assert_eq!(
+        sim.call_count(HssApi::CreateTask, None),
+        1,
+        "only the live object was posted"
+    );
 }
 
 async fn delete_and_await_gone(api: &Api<ClusterScanTask>, name: &str, secs: u64) {

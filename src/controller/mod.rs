@@ -142,6 +142,8 @@ impl Error {
 /// Points in the submission protocol where tests can stop the operator as if it crashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
+    /// Budget taken, the attempt record not yet written.
+    BeforeRecord,
     AfterRecord,
     AfterPost,
     BeforeIdWrite,

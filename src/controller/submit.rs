@@ -49,6 +49,9 @@
 //!   within `--lookup-settle` (default [`resolve::SETTLE`]).
 //!
 //! # Caveats
+//! - A deletion begun before the attempt record lands sends nothing (the record's
+//!   resourceVersion precondition fails). One begun after it, during the pacing wait, can
+//!   still see that one POST go out; cleanup then resolves and claims its task.
 //! - A task someone else created with the same credentials, type and scan types within the
 //!   window is indistinguishable from ours and may be adopted; the count of tasks per object
 //!   stays one.
@@ -278,6 +281,9 @@ pub(super) async fn submit(
     // it must be durable before the POST.
     let attempt_id = new_attempt_id();
     let st = transitions::attempt(&obj, &attempt_id, jiff::Timestamp::now());
+    ctx.fail_point(Step::BeforeRecord, &obj).await;
+    // Written with `obj`'s resourceVersion as precondition: a deletion that began since
+    // (deletionTimestamp set) changed it, so the write conflicts and nothing is posted.
     let recorded = match status::write(&api, &obj, &st).await {
         Ok(o) => o,
         Err(kube::Error::Api(e)) if e.code == 409 => {
