@@ -12,7 +12,7 @@
 //! | `hss_operator_objects` | gauge | `phase` |
 //! | `hss_operator_unresolved_submissions` | gauge | |
 //! | `hss_operator_tracked_tasks` | gauge | |
-//! | `hss_operator_last_successful_poll_timestamp_seconds` | gauge | |
+//! | `hss_operator_last_successful_poll_timestamp_seconds` | gauge | | (the process start until the first success)
 //! | `hss_operator_leader` | gauge | |
 //!
 //! # Labels are bounded
@@ -168,6 +168,8 @@ impl Metrics {
             leader: Gauge::default(),
             registry: Registry::default(),
         };
+        // Staleness counts from the start: a process whose polls never succeed is stale too.
+        m.poll_succeeded(jiff::Timestamp::now());
         registry.register(
             "reconciles",
             "Reconciles of ClusterScanTask objects that succeeded",
@@ -223,7 +225,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "last_successful_poll_timestamp",
-            "Unix time of the last shared poll round that succeeded",
+            "Unix time of the last shared poll round that succeeded (the process start until one has)",
             Unit::Seconds,
             m.last_successful_poll.clone(),
         );
@@ -465,6 +467,22 @@ mod tests {
         assert!(
             text.ends_with("# EOF\n"),
             "OpenMetrics text ends with # EOF"
+        );
+    }
+
+    #[test]
+    fn poll_staleness_counts_from_the_start_before_any_poll_succeeds() {
+        let before = jiff::Timestamp::now().as_second();
+        let text = Metrics::new().encode();
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hss_operator_last_successful_poll_timestamp_seconds "))
+            .expect("the gauge is exposed before any poll")
+            .parse()
+            .expect("a number");
+        assert!(
+            value >= before as f64,
+            "{value} is the process start, not 0"
         );
     }
 
