@@ -2,13 +2,14 @@
 //! outcome class of every kind of failure, the error details, IAM tokens, the rate budget, and
 //! the one-shot submission protocol (`submit::create_once`) on top.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use hss_operator::hss::{
     Api, Budget, Credentials, Endpoint, HssClient, Outcome,
     client::{ClientConfig, Error, http_client},
     credentials::{self, IamTokenProvider},
     model::*,
+    resolve,
 };
 use hss_operator::simulator::{FaultKind, FaultPlan, IamUser, Secret, SimConfig, Simulator};
 use hss_operator::submit;
@@ -731,6 +732,55 @@ async fn commit_then_drop_is_resolved_by_lookup_with_exactly_one_task_created() 
     assert_eq!(report.attempts, 1);
     assert_eq!(sim.call_count(Api::CreateTask, None), 1);
     assert!(sim.call_count(Api::ListTasks, Some(200)) >= 1);
+}
+
+/// An iac_scan lookup adopts only a task over the same files: a task of the same file type
+/// over other files, created in the same window, is someone else's.
+#[tokio::test]
+async fn an_iac_lookup_adopts_only_a_task_over_the_same_files() {
+    let sim = start(SimConfig::default()).await;
+    let client = client(&sim);
+    let started = jiff::Timestamp::now().as_millisecond();
+    let mut other_files = iac_files();
+    other_files
+        .iac_scan_info
+        .as_mut()
+        .expect("iac")
+        .file_id_list = vec!["file-0001".into(), "file-0003".into()];
+    let theirs = create(&client, &other_files).await.expect("created");
+    let found = resolve::lookup(
+        &client,
+        &iac_files(),
+        started,
+        &HashSet::new(),
+        Duration::ZERO,
+    )
+    .await
+    .expect("lookup");
+    assert_eq!(
+        found,
+        resolve::Lookup::NotFound,
+        "{} is not ours",
+        theirs.task_id
+    );
+
+    let ours = create(&client, &iac_files()).await.expect("created");
+    match resolve::lookup(
+        &client,
+        &iac_files(),
+        started,
+        &HashSet::new(),
+        Duration::ZERO,
+    )
+    .await
+    .expect("lookup")
+    {
+        resolve::Lookup::Candidates(c) => {
+            let ids: Vec<&str> = c.iter().map(|t| t.task_id.as_str()).collect();
+            assert_eq!(ids, [ours.task_id.as_str()]);
+        }
+        other => panic!("expected our task, got {other:?}"),
+    }
 }
 
 #[tokio::test]

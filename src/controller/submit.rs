@@ -21,9 +21,9 @@
 //! 5. An object found in `Submitting` (after an ambiguous outcome, or after a crash at any
 //!    point above) is resolved by ListTasks: tasks of the same type and scan types, created
 //!    manually within `[startedAt - skew, now + skew]`, minus the task ids other objects
-//!    already own, confirmed by cluster set where needed. A candidate is adopted; "none" is
-//!    trusted only once the attempt is older than `--lookup-settle`, and then the object goes
-//!    back to `Pending` to be submitted again.
+//!    already own, confirmed by cluster or file set where the request names them. A
+//!    candidate is adopted; "none" is trusted only once the attempt is older than
+//!    `--lookup-settle`, and then the object goes back to `Pending` to be submitted again.
 //! 6. Backoff state (attempt count, last attempt time) lives in status, so restarts keep it.
 //!
 //! # Guarantees

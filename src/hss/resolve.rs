@@ -2,8 +2,9 @@
 //!
 //! HSS has no idempotency key and no get-by-id, so the only evidence is ListTasks: tasks of
 //! the same type, created manually inside the attempt's time window, with the same scan types
-//! (or file type). When the request named specific clusters and more than one task matches,
-//! ListTaskResources tells them apart by their cluster sets.
+//! (or file type). When the request named specific clusters, or files (always, for iac_scan),
+//! every candidate is confirmed with ListTaskResources: its cluster or file set must be the
+//! request's exactly.
 //!
 //! # Assumptions
 //! - HSS stamps `start_time` at creation, and the `start_create_time`/`end_create_time`
@@ -91,6 +92,58 @@ pub fn could_be(task: &TaskInfo, req: &CreateTaskRequest) -> bool {
     }
 }
 
+/// The resources a request names, which a task it created must have exactly: the cluster ids
+/// of a `cluster_scan` over specific clusters, the file ids of an `iac_scan`.
+fn named_resources(req: &CreateTaskRequest) -> Option<(TaskType, HashSet<&str>)> {
+    let (task_type, ids) = match (&req.cluster_scan_info, &req.iac_scan_info) {
+        (Some(c), _) => (TaskType::ClusterScan, c.cluster_id_list.as_deref()?),
+        (None, Some(i)) => (TaskType::IacScan, i.file_id_list.as_slice()),
+        (None, None) => return None,
+    };
+    let want: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    (!want.is_empty()).then_some((task_type, want))
+}
+
+/// Whether task `task_id` covers exactly the resources in `want`, read with ListTaskResources
+/// (every page, at most as many as `want` can fill; a count that differs settles it at once).
+async fn has_exactly(
+    client: &HssClient,
+    task_id: &str,
+    task_type: TaskType,
+    want: &HashSet<&str>,
+) -> Result<bool, Error> {
+    let req = ListTaskResourcesRequest {
+        task_type,
+        cluster_scan_info: None,
+        iac_scan_info: None,
+    };
+    let page = super::client::MAX_PAGE;
+    let mut got: HashSet<String> = HashSet::new();
+    let mut offset = 0;
+    loop {
+        let resp = client
+            .list_task_resources(task_id, &req, offset, page)
+            .await?;
+        if usize::try_from(resp.total_num).ok() != Some(want.len()) {
+            return Ok(false);
+        }
+        let before = got.len();
+        got.extend(
+            resp.cluster_scan_data_list
+                .into_iter()
+                .map(|r| r.cluster_id),
+        );
+        got.extend(resp.iac_scan_data_list.into_iter().map(|r| r.file_id));
+        // Done when every row is read, or when a page brought nothing new (a server that
+        // ignores the offset must not loop us).
+        if got.len() >= want.len() || got.len() == before {
+            break;
+        }
+        offset += page;
+    }
+    Ok(got.len() == want.len() && got.iter().all(|id| want.contains(id.as_str())))
+}
+
 /// Looks for the task an attempt of `req` (started at `started_at_ms`, epoch ms) may have
 /// created. `claimed` holds task ids already owned by other attempts; "not found" is only
 /// trusted once the attempt is `settle` old.
@@ -121,36 +174,14 @@ pub async fn lookup(
     });
     let mut inconclusive = !complete;
 
-    let specific = req
-        .cluster_scan_info
-        .as_ref()
-        .and_then(|c| c.cluster_id_list.as_ref())
-        .filter(|ids| !ids.is_empty());
-    if let Some(want) = specific {
-        // Always confirm, even a single candidate: a task for other clusters with the same
-        // scan types is not ours (the chaos test caught a lone wrong candidate adopted).
-        let want: HashSet<&str> = want.iter().map(String::as_str).collect();
+    if let Some((task_type, want)) = named_resources(req) {
+        // Always confirm, even a single candidate: a task for other clusters (or files) with
+        // the same scan types (or file type) is not ours (the chaos test caught a lone wrong
+        // candidate adopted).
         let mut confirmed = Vec::new();
         inconclusive |= candidates.len() > MAX_CONFIRMATIONS;
         for task in candidates.iter().take(MAX_CONFIRMATIONS) {
-            let resources = client
-                .list_task_resources(
-                    &task.task_id,
-                    &ListTaskResourcesRequest {
-                        task_type: TaskType::ClusterScan,
-                        cluster_scan_info: None,
-                        iac_scan_info: None,
-                    },
-                    0,
-                    super::client::MAX_PAGE,
-                )
-                .await?;
-            let got: HashSet<&str> = resources
-                .cluster_scan_data_list
-                .iter()
-                .map(|r| r.cluster_id.as_str())
-                .collect();
-            if got == want {
+            if has_exactly(client, &task.task_id, task_type, &want).await? {
                 confirmed.push(task.clone());
                 break;
             }
