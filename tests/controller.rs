@@ -7,6 +7,11 @@ use std::{sync::Arc, time::Duration};
 use hss_operator::{
     controller::{FailPoint, Step},
     crd::{ClusterScanTask, Phase},
+    hss::{
+        Budget, Credentials, Endpoint, HssClient,
+        client::ClientConfig,
+        model::{ClusterScanInfo, CreateTaskRequest, RangeType, ScanType, TaskType},
+    },
     simulator::{Api as HssApi, FaultKind, FaultPlan, SimConfig, Simulator},
 };
 use k8s_openapi::api::events::v1::Event;
@@ -469,6 +474,89 @@ async fn bad_secret_bad_spec_and_hss_rejection_get_clear_conditions_and_no_retry
         "only the two valid scans created tasks"
     );
     op.stop().await;
+}
+
+/// A followed task the ordinary poll cannot see is asked for by id: pushed past the pages
+/// the poll reads, it is still followed to the end; one HSS does not list at all ends the
+/// object Failed (TaskNotListed) after --task-lost-after, with an Event, instead of Running
+/// for good.
+#[tokio::test]
+async fn a_task_the_poll_does_not_show_is_looked_up_by_id_and_a_vanished_one_ends_failed() {
+    let client = admin().await;
+    let ns = namespace(&client, "unseen-tasks").await;
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let sim = Simulator::start(SimConfig {
+        finish_after: Duration::from_secs(8),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    // "ghost" claims a task HSS never had; written before the operator starts.
+    api.create(&PostParams::default(), &cluster_scan("ghost"))
+        .await
+        .expect("create");
+    api.patch_status(
+        "ghost",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"status": {
+            "phase": "Submitted", "taskId": "0000aaaa-0000-0000-0000-00000000dead",
+            "submittedAt": jiff::Timestamp::now().to_string(),
+        }})),
+    )
+    .await
+    .expect("status");
+    let op = Operator::start(
+        client.clone(),
+        run_args(&sim.base_url(), &ns, &["--task-lost-after", "3s"]),
+        None,
+    );
+    api.create(&PostParams::default(), &cluster_scan("buried"))
+        .await
+        .expect("create");
+    wait_for(&api, "buried", 30, |o| {
+        matches!(phase(o), Some(Phase::Submitted | Phase::Running))
+    })
+    .await;
+    // 500 newer tasks of the same type: the poll reads 2 pages (400), newest first.
+    let hss = HssClient::new(
+        ClientConfig::new(Endpoint::parse(&sim.base_url()).expect("endpoint"), "proj"),
+        Credentials::permanent("AKSIM", "SKSIM").expect("credentials"),
+        Budget::per_minute(0),
+    )
+    .expect("client");
+    let burying = CreateTaskRequest {
+        task_type: TaskType::ClusterScan,
+        cluster_scan_info: Some(ClusterScanInfo {
+            scan_type_list: vec![ScanType::ClusterVul],
+            range_type: RangeType::AllCluster,
+            cluster_id_list: None,
+        }),
+        iac_scan_info: None,
+    };
+    for _ in 0..500 {
+        let permit = hss.acquire(HssApi::CreateTask).await;
+        hss.create_task(permit, &burying).await.expect("created");
+    }
+    wait_for(&api, "buried", 60, |o| phase(o) == Some(Phase::Succeeded)).await;
+    let ghost = wait_for(&api, "ghost", 60, |o| phase(o) == Some(Phase::Failed)).await;
+    let failed = ghost
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed"))
+        .expect("Failed condition");
+    assert_eq!(failed.reason, "TaskNotListed");
+    assert!(
+        failed.message.contains("Create a new ClusterScanTask"),
+        "{}",
+        failed.message
+    );
+    await_event(&client, &ns, "ghost", "TaskNotListed").await;
+    op.stop().await;
+    assert_eq!(
+        tasks_created(&sim),
+        501,
+        "no task was created for the ghost"
+    );
 }
 
 /// A deletion that begins after the budget was taken but before the attempt record is written

@@ -87,6 +87,11 @@ pub struct ScanArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lookup_settle: Duration,
 
+    /// How long a followed task may be missing from HSS's listing, asked for by id, before
+    /// its ClusterScanTask ends Failed (reason TaskNotListed): its results cannot be read.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub task_lost_after: Duration,
+
     #[command(flatten)]
     pub policy: policy::PolicyArgs,
 
@@ -417,7 +422,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let fail_point = runtime.fail_point.clone();
-    let (poller, poll_triggers) = Poller::new(args.poll_interval);
+    let (poller, poll_triggers) = Poller::new(args.poll_interval, args.task_lost_after);
     let budget = args.hss.budget();
     // The configured endpoint and the transport (timeout, CA bundle) are checked once, here:
     // a bad one stops the start instead of failing every object, or being left out.

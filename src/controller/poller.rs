@@ -9,9 +9,20 @@
 //! never writes to Kubernetes itself.
 //!
 //! With nothing unfinished to follow the poller makes no calls at all.
+//!
+//! # Tasks the ordinary poll does not show
+//! A tracked, unfinished task can be missing from the listing: pushed past the pages read by
+//! other tasks created in the window, or no longer listed by HSS at all. After
+//! [`MISSED_ROUNDS`] complete rounds without it, the poller asks for it by id (ListTasks with
+//! `task_id`, one call, at most [`LOOKUPS_PER_ROUND`] per round, so the budget bounds the
+//! cost). Found, it is followed as usual. Not found, it is marked absent; once it has been
+//! absent for `lost_after` (the `--task-lost-after` flag) the poller reports it lost
+//! ([`Poller::lost`]) and the reconciler ends the object `Failed` (`TaskNotListed`) with an
+//! Event, because its results can no longer be read. Lookups by id go on every
+//! [`MISSED_ROUNDS`] rounds until then, so a task HSS lists again is picked up.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -29,6 +40,11 @@ use crate::{
     },
 };
 
+/// Complete poll rounds without a task before it is looked up by id.
+pub const MISSED_ROUNDS: u32 = 3;
+/// Lookups by id in one round (each is one ListTasks call from the budget).
+pub const LOOKUPS_PER_ROUND: usize = 2;
+
 /// One followed task.
 #[derive(Debug, Clone)]
 struct Tracked {
@@ -36,6 +52,10 @@ struct Tracked {
     task_type: TaskType,
     created_ms: i64,
     latest: Option<TaskInfo>,
+    /// Complete rounds since the task was last listed (reset by a lookup by id).
+    missed: u32,
+    /// Since when lookups by id have not found it.
+    absent_since: Option<jiff::Timestamp>,
 }
 
 struct Group {
@@ -57,6 +77,7 @@ pub struct Poller {
     state: Arc<Mutex<State>>,
     trigger: mpsc::UnboundedSender<ObjectRef<ClusterScanTask>>,
     interval: Duration,
+    lost_after: Duration,
 }
 
 /// What one poll round did (for tests and metrics).
@@ -65,6 +86,8 @@ pub struct Round {
     pub calls: u32,
     pub changed: u32,
     pub errors: u32,
+    /// Lookups by id of tasks the listing did not show.
+    pub lookups: u32,
 }
 
 fn group_key(client: &HssClient) -> String {
@@ -78,6 +101,12 @@ fn group_key(client: &HssClient) -> String {
     )
 }
 
+fn finished(t: &Tracked) -> bool {
+    t.latest
+        .as_ref()
+        .is_some_and(|l| l.task_status == TaskStatus::Finished)
+}
+
 fn changed(old: Option<&TaskInfo>, new: &TaskInfo) -> bool {
     let Some(old) = old else { return true };
     old.task_status != new.task_status
@@ -88,13 +117,18 @@ fn changed(old: Option<&TaskInfo>, new: &TaskInfo) -> bool {
 
 impl Poller {
     /// A poller and the stream of objects whose task changed (for `Controller::reconcile_on`).
-    pub fn new(interval: Duration) -> (Self, mpsc::UnboundedReceiver<ObjectRef<ClusterScanTask>>) {
+    /// A task that lookups by id have not found for `lost_after` is reported lost.
+    pub fn new(
+        interval: Duration,
+        lost_after: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<ObjectRef<ClusterScanTask>>) {
         let (trigger, rx) = mpsc::unbounded();
         (
             Self {
                 state: Arc::default(),
                 trigger,
                 interval,
+                lost_after,
             },
             rx,
         )
@@ -133,6 +167,8 @@ impl Poller {
                 task_type,
                 created_ms,
                 latest: None,
+                missed: 0,
+                absent_since: None,
             });
     }
 
@@ -169,6 +205,18 @@ impl Poller {
         state.groups.get(key)?.tasks.get(task_id)?.latest.clone()
     }
 
+    /// Since when `task_id` has been absent, once it has been so for `lost_after`: HSS does not
+    /// list it any more, even asked by id.
+    pub fn lost(&self, task_id: &str) -> Option<jiff::Timestamp> {
+        let state = self.lock();
+        let key = state.index.get(task_id)?;
+        let since = state.groups.get(key)?.tasks.get(task_id)?.absent_since?;
+        let absent = jiff::Timestamp::now().duration_since(since);
+        (absent
+            >= jiff::SignedDuration::try_from(self.lost_after).unwrap_or(jiff::SignedDuration::MAX))
+        .then_some(since)
+    }
+
     /// How many tasks are followed.
     pub fn tracked(&self) -> usize {
         self.lock().index.len()
@@ -188,11 +236,7 @@ impl Poller {
             for (key, group) in &state.groups {
                 let mut per_type: HashMap<TaskType, (i64, usize)> = HashMap::new();
                 for t in group.tasks.values() {
-                    let finished = t
-                        .latest
-                        .as_ref()
-                        .is_some_and(|l| l.task_status == TaskStatus::Finished);
-                    if !finished {
+                    if !finished(t) {
                         let e = per_type.entry(t.task_type).or_insert((i64::MAX, 0));
                         e.0 = e.0.min(t.created_ms);
                         e.1 += 1;
@@ -211,7 +255,7 @@ impl Poller {
                 // Finished tasks created in the window are listed too; allow for them.
                 let pages = (count as u32).div_ceil(MAX_PAGE) + 2;
                 let result = client.list_all_tasks(&filter, pages).await;
-                (key, result, pages)
+                (key, task_type, result, pages)
             },
         ))
         .await;
@@ -220,21 +264,34 @@ impl Poller {
         let mut triggers = Vec::new();
         {
             let mut state = self.lock();
-            for (key, result, _pages) in rounds {
+            for (key, task_type, result, _pages) in rounds {
                 round.calls += 1;
                 match result {
-                    Ok((tasks, _complete)) => {
+                    Ok((tasks, complete)) => {
                         state.last_success = Some(jiff::Timestamp::now());
                         let Some(group) = state.groups.get_mut(&key) else {
                             continue;
                         };
+                        let listed: HashSet<String> =
+                            tasks.iter().map(|t| t.task_id.clone()).collect();
                         for task in tasks {
-                            if let Some(t) = group.tasks.get_mut(&task.task_id)
-                                && changed(t.latest.as_ref(), &task)
-                            {
-                                t.latest = Some(task);
-                                triggers.push(t.object.clone());
-                                round.changed += 1;
+                            if let Some(t) = group.tasks.get_mut(&task.task_id) {
+                                t.missed = 0;
+                                t.absent_since = None;
+                                if changed(t.latest.as_ref(), &task) {
+                                    t.latest = Some(task);
+                                    triggers.push(t.object.clone());
+                                    round.changed += 1;
+                                }
+                            }
+                        }
+                        // Only a complete listing tells that a task is missing from it.
+                        if complete {
+                            for (id, t) in group.tasks.iter_mut() {
+                                if t.task_type == task_type && !finished(t) && !listed.contains(id)
+                                {
+                                    t.missed += 1;
+                                }
                             }
                         }
                     }
@@ -250,10 +307,84 @@ impl Poller {
                 }
             }
         }
+        self.look_up_missed(&mut round, &mut triggers).await;
         for object in triggers {
             let _ = self.trigger.unbounded_send(object);
         }
         round
+    }
+
+    /// Asks by id for the tasks the listing has not shown for [`MISSED_ROUNDS`] rounds (most
+    /// missed first, at most [`LOOKUPS_PER_ROUND`]).
+    async fn look_up_missed(
+        &self,
+        round: &mut Round,
+        triggers: &mut Vec<ObjectRef<ClusterScanTask>>,
+    ) {
+        let mut due: Vec<(u32, String, String, HssClient, TaskType)> = {
+            let state = self.lock();
+            state
+                .groups
+                .iter()
+                .flat_map(|(key, group)| {
+                    group
+                        .tasks
+                        .iter()
+                        .filter(|(_, t)| t.missed >= MISSED_ROUNDS && !finished(t))
+                        .map(|(id, t)| {
+                            (
+                                t.missed,
+                                id.clone(),
+                                key.clone(),
+                                group.client.clone(),
+                                t.task_type,
+                            )
+                        })
+                })
+                .collect()
+        };
+        due.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        due.truncate(LOOKUPS_PER_ROUND);
+        for (_, id, key, client, task_type) in due {
+            let mut filter = ListTasksRequest::for_type(task_type);
+            filter.task_id = Some(id.clone());
+            let result = client.list_tasks(&filter, 0, MAX_PAGE).await;
+            round.calls += 1;
+            round.lookups += 1;
+            let mut state = self.lock();
+            let Some(t) = state
+                .groups
+                .get_mut(&key)
+                .and_then(|g| g.tasks.get_mut(&id))
+            else {
+                continue;
+            };
+            match result {
+                Ok(page) => {
+                    t.missed = 0;
+                    match page.data_list.into_iter().find(|info| info.task_id == id) {
+                        Some(info) => {
+                            t.absent_since = None;
+                            if changed(t.latest.as_ref(), &info) {
+                                t.latest = Some(info);
+                                triggers.push(t.object.clone());
+                                round.changed += 1;
+                            }
+                        }
+                        None => {
+                            let since = *t.absent_since.get_or_insert_with(jiff::Timestamp::now);
+                            tracing::warn!(task_id = %id, absent_since = %since, "HSS does not list a followed task, even asked by id");
+                            // The reconciler decides once `lost_after` has passed.
+                            triggers.push(t.object.clone());
+                        }
+                    }
+                }
+                Err(err) => {
+                    round.errors += 1;
+                    tracing::debug!(category = err.category(), error = %err, "lookup by id of a task the poll did not show failed");
+                }
+            }
+        }
     }
 
     /// Polls every interval until `shutdown` resolves.

@@ -124,10 +124,15 @@ pub(super) async fn follow(
         ObjectRef::from(obj.as_ref()),
     );
     let poll_every = ctx.poller.interval();
+    let now = jiff::Timestamp::now();
+    if let Some(since) = ctx.poller.lost(&task_id) {
+        ctx.poller.untrack(&task_id);
+        let t = transitions::task_lost(&obj, &task_id, since, now);
+        return Ok(ctx.commit(&obj, t).await?.1);
+    }
     let Some(info) = ctx.poller.latest(&task_id) else {
         return Ok(Action::requeue(poll_every * 4));
     };
-    let now = jiff::Timestamp::now();
     let t = if info.task_status != TaskStatus::Finished {
         transitions::progressed(&obj, &info, poll_every)
     } else if transitions::retry_not_yet_shown(&obj, &info, now) {

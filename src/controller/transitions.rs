@@ -580,6 +580,46 @@ pub fn finished(
     }
 }
 
+/// HSS no longer lists the task, not even asked by id, and has not for `--task-lost-after`:
+/// its progress and results cannot be read. `Failed` (`TaskNotListed`), once, with the way out.
+pub fn task_lost(
+    obj: &ClusterScanTask,
+    task_id: &str,
+    absent_since: Timestamp,
+    now: Timestamp,
+) -> Transition {
+    let mut st = current(obj);
+    st.phase = Some(Phase::Failed);
+    st.finished_at = Some(Time(now));
+    let message = format!(
+        "HSS no longer lists task {task_id} (not found by id since {absent_since}); its results \
+         cannot be read. Create a new ClusterScanTask to scan again."
+    );
+    set(
+        &mut st,
+        obj,
+        status::FAILED,
+        true,
+        "TaskNotListed",
+        &message,
+        now,
+    );
+    set(
+        &mut st,
+        obj,
+        status::COMPLETE,
+        false,
+        "TaskNotListed",
+        "the results cannot be read",
+        now,
+    );
+    Transition {
+        status: st,
+        events: vec![events::warning("TaskNotListed", "Track", &message)],
+        action: Action::await_change(),
+    }
+}
+
 /// Reading the results, or RetryTask, failed: progress and `lastError`, retry later.
 pub fn results_unavailable(
     obj: &ClusterScanTask,
