@@ -1,7 +1,10 @@
 //! The transitions on inline objects: no API server, no HSS, no clock.
 
 use super::*;
-use crate::{crd::cluster_scan_task::ResourceResult, hss::Api as HssApi};
+use crate::{
+    crd::cluster_scan_task::ResourceResult,
+    hss::{Api as HssApi, model::TaskInfo},
+};
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + secs).expect("valid")
