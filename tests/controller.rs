@@ -559,6 +559,134 @@ async fn a_task_the_poll_does_not_show_is_looked_up_by_id_and_a_vanished_one_end
     );
 }
 
+/// An attempt lookups cannot resolve says so after --unresolved-after, and each way out is
+/// honoured: resubmit (naming the attempt) submits once more; adopt-task follows the named
+/// task, and refuses one another object owns.
+#[tokio::test]
+async fn an_unresolved_attempt_says_so_and_its_ways_out_are_honoured() {
+    let client = admin().await;
+    let ns = namespace(&client, "unresolved").await;
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let op = Operator::start(
+        client.clone(),
+        run_args(
+            &sim.base_url(),
+            &ns,
+            &["--unresolved-after", "2s", "--lookup-settle", "300s"],
+        ),
+        None,
+    );
+    let unanswerable = || {
+        sim.add_fault(
+            HssApi::CreateTask,
+            FaultPlan {
+                kind: FaultKind::ServerError,
+                probability: 1.0,
+                remaining: Some(1),
+            },
+        );
+        sim.set_faults(
+            HssApi::ListTasks,
+            FaultPlan {
+                kind: FaultKind::ServerError,
+                probability: 1.0,
+                remaining: None,
+            },
+        );
+    };
+    let annotate = |name: &'static str, key: &'static str, value: String| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    serde_json::json!({"metadata": {"annotations": {key: value}}}),
+                ),
+            )
+            .await
+            .expect("annotate");
+        }
+    };
+    let unresolved = |o: &ClusterScanTask| {
+        o.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Submitted" && c.reason == "SubmissionUnresolved")
+        })
+    };
+
+    // Resubmit.
+    unanswerable();
+    api.create(&PostParams::default(), &cluster_scan("resubmit-me"))
+        .await
+        .expect("create");
+    let stuck = wait_for(&api, "resubmit-me", 30, unresolved).await;
+    await_event(&client, &ns, "resubmit-me", "SubmissionUnresolved").await;
+    let attempt = stuck
+        .status
+        .and_then(|s| s.submission)
+        .and_then(|s| s.attempt_id)
+        .expect("attempt id");
+    sim.clear_faults();
+    annotate("resubmit-me", "hss.scanops.dev/resubmit", attempt).await;
+    let done = wait_for(&api, "resubmit-me", 30, |o| {
+        phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+    await_event(&client, &ns, "resubmit-me", "Resubmitted").await;
+    let theirs = done.status.and_then(|s| s.task_id).expect("task id");
+
+    // Adopt: a task made outside the operator, named by annotation.
+    let hss = HssClient::new(
+        ClientConfig::new(Endpoint::parse(&sim.base_url()).expect("endpoint"), "proj"),
+        Credentials::permanent("AKSIM", "SKSIM").expect("credentials"),
+        Budget::per_minute(0),
+    )
+    .expect("client");
+    let req = cluster_scan("adopt-me").spec.to_request().expect("request");
+    let permit = hss.acquire(HssApi::CreateTask).await;
+    let named = hss
+        .create_task(permit, &req)
+        .await
+        .expect("created")
+        .task_id;
+    unanswerable();
+    api.create(&PostParams::default(), &cluster_scan("adopt-me"))
+        .await
+        .expect("create");
+    wait_for(&api, "adopt-me", 30, unresolved).await;
+    // Another object's task is refused.
+    annotate("adopt-me", "hss.scanops.dev/adopt-task", theirs).await;
+    sim.clear_faults();
+    wait_for(&api, "adopt-me", 30, |o| {
+        o.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Submitted" && c.reason == "AdoptRefused")
+        })
+    })
+    .await;
+    await_event(&client, &ns, "adopt-me", "AdoptRefused").await;
+    annotate("adopt-me", "hss.scanops.dev/adopt-task", named.clone()).await;
+    let adopted = wait_for(&api, "adopt-me", 30, |o| phase(o) == Some(Phase::Succeeded)).await;
+    let st = adopted.status.expect("status");
+    assert_eq!(st.task_id.as_deref(), Some(named.as_str()));
+    assert_eq!(
+        st.submission.and_then(|s| s.resolution).as_deref(),
+        Some("Manual")
+    );
+    op.stop().await;
+    assert_eq!(
+        tasks_created(&sim),
+        2,
+        "resubmit-me's second attempt and the named task; no other"
+    );
+}
+
 /// A deletion that begins after the budget was taken but before the attempt record is written
 /// sends nothing: the record's resourceVersion precondition fails, and the finalizer lets go.
 #[tokio::test]

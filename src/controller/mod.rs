@@ -87,6 +87,12 @@ pub struct ScanArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lookup_settle: Duration,
 
+    /// How long a CreateTask attempt may stay unresolved (lookups inconclusive or failing)
+    /// before its object says so with condition Submitted=False (SubmissionUnresolved) and
+    /// the ways out (annotations hss.scanops.dev/adopt-task or hss.scanops.dev/resubmit).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub unresolved_after: Duration,
+
     /// How long a followed task may be missing from HSS's listing, asked for by id, before
     /// its ClusterScanTask ends Failed (reason TaskNotListed): its results cannot be read.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]

@@ -36,7 +36,7 @@ use crate::{
         HssClient,
         client::{MAX_PAGE, Outcome},
         model::{ListTasksRequest, TaskInfo, TaskStatus, TaskType},
-        resolve::CLOCK_SKEW,
+        resolve::{self, CLOCK_SKEW},
     },
 };
 
@@ -346,9 +346,7 @@ impl Poller {
         due.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         due.truncate(LOOKUPS_PER_ROUND);
         for (_, id, key, client, task_type) in due {
-            let mut filter = ListTasksRequest::for_type(task_type);
-            filter.task_id = Some(id.clone());
-            let result = client.list_tasks(&filter, 0, MAX_PAGE).await;
+            let result = resolve::find_by_id(&client, task_type, &id).await;
             round.calls += 1;
             round.lookups += 1;
             let mut state = self.lock();
@@ -360,9 +358,9 @@ impl Poller {
                 continue;
             };
             match result {
-                Ok(page) => {
+                Ok(found) => {
                     t.missed = 0;
-                    match page.data_list.into_iter().find(|info| info.task_id == id) {
+                    match found {
                         Some(info) => {
                             t.absent_since = None;
                             if changed(t.latest.as_ref(), &info) {

@@ -86,7 +86,7 @@ use super::{
     Context, Error, Step,
     claims::{self, Claim, ClaimStore},
     status,
-    transitions::{self, Resolution},
+    transitions::{self, Resolution, WayOut},
 };
 use crate::kit::{events, retry::backoff};
 use crate::{
@@ -376,6 +376,17 @@ pub(super) async fn resolve_attempt(
         // A Submitting record without a start time cannot be searched; treat as not sent.
         return Ok(ctx.commit(&obj, transitions::not_created(&obj)).await?.1);
     };
+    let now = jiff::Timestamp::now();
+    match transitions::way_out(&obj) {
+        Some(WayOut::Resubmit) => {
+            return Ok(ctx
+                .commit(&obj, transitions::resubmitted(&obj, now))
+                .await?
+                .1);
+        }
+        Some(WayOut::Adopt(task_id)) => return adopt_named(obj, ctx, hss, req, &task_id).await,
+        None => {}
+    }
     // Adoptions are serialised, and wait for POSTs in flight, so two objects never take the
     // same candidate and no lookup mistakes another object's fresh task for its own.
     let lookup = ctx
@@ -396,11 +407,70 @@ pub(super) async fn resolve_attempt(
         Ok(Lookup::NotFound) => Ok(ctx.commit(&obj, transitions::not_created(&obj)).await?.1),
         Ok(Lookup::TooEarly(wait)) => Ok(Action::requeue(wait)),
         // Stay Submitting: never post again on an incomplete search.
-        Ok(Lookup::Inconclusive) => Ok(Action::requeue(
-            ctx.args.lookup_settle.max(Duration::from_secs(5)),
-        )),
+        Ok(Lookup::Inconclusive) => {
+            let retry = ctx.args.lookup_settle.max(Duration::from_secs(5));
+            let t = transitions::with_notice(
+                transitions::lookup_inconclusive(&obj, retry),
+                &obj,
+                "ListTasks could not be searched completely (too many tasks in the window)",
+                ctx.args.unresolved_after,
+                now,
+            );
+            Ok(ctx.commit(&obj, t).await?.1)
+        }
         Err(err) => {
-            let t = transitions::lookup_failed(&obj, &err, jiff::Timestamp::now());
+            let t = transitions::with_notice(
+                transitions::lookup_failed(&obj, &err, now),
+                &obj,
+                &format!("ListTasks fails ({})", err.category()),
+                ctx.args.unresolved_after,
+                now,
+            );
+            Ok(ctx.commit(&obj, t).await?.1)
+        }
+    }
+}
+
+/// Submitting, with [`transitions::ADOPT_ANNOTATION`]: follow the named task if HSS lists it
+/// as a task this attempt could have created and no other object owns or owned it. Taken
+/// through the same exclusive [`Ledger::adopt`] as a lookup's candidate.
+async fn adopt_named(
+    obj: Arc<ClusterScanTask>,
+    ctx: &Context,
+    hss: &HssClient,
+    req: &CreateTaskRequest,
+    task_id: &str,
+) -> Result<Action, Error> {
+    let uid = Context::uid(&obj);
+    let mut refusal = None;
+    let found = ctx
+        .ledger
+        .adopt(&uid, &scope_of(hss), ctx.owned_task_ids(&obj), |claimed| {
+            let refusal = &mut refusal;
+            async move {
+                match resolve::named(hss, req, task_id, &claimed).await? {
+                    Ok(task) => Ok(Lookup::Candidates(vec![task])),
+                    Err(why) => {
+                        *refusal = Some(why);
+                        Ok(Lookup::Inconclusive)
+                    }
+                }
+            }
+        })
+        .await;
+    let now = jiff::Timestamp::now();
+    let retry = ctx.args.lookup_settle.max(Duration::from_secs(5));
+    match found {
+        Ok(Lookup::Candidates(c)) => {
+            record_task_id(&obj, ctx, hss, &c[0].task_id, Resolution::Manual).await
+        }
+        Ok(_) => {
+            let why = refusal.unwrap_or_else(|| format!("task {task_id} was not confirmed"));
+            let t = transitions::adopt_refused(&obj, &why, retry, now);
+            Ok(ctx.commit(&obj, t).await?.1)
+        }
+        Err(err) => {
+            let t = transitions::lookup_failed(&obj, &err, now);
             Ok(ctx.commit(&obj, t).await?.1)
         }
     }

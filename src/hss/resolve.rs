@@ -92,6 +92,44 @@ pub fn could_be(task: &TaskInfo, req: &CreateTaskRequest) -> bool {
     }
 }
 
+/// Task `task_id` of `task_type`, if HSS lists it (ListTasks filtered by id: one call).
+pub async fn find_by_id(
+    client: &HssClient,
+    task_type: TaskType,
+    task_id: &str,
+) -> Result<Option<TaskInfo>, Error> {
+    let mut filter = ListTasksRequest::for_type(task_type);
+    filter.task_id = Some(task_id.to_string());
+    let page = client
+        .list_tasks(&filter, 0, super::client::MAX_PAGE)
+        .await?;
+    Ok(page.data_list.into_iter().find(|t| t.task_id == task_id))
+}
+
+/// Whether task `task_id`, named by a person, can be the task of an attempt of `req`: listed
+/// by HSS, of the request's type and scan types (or file type), not in `claimed`. `Ok(Err)`
+/// says why not, in words for a condition.
+pub async fn named(
+    client: &HssClient,
+    req: &CreateTaskRequest,
+    task_id: &str,
+    claimed: &HashSet<String>,
+) -> Result<Result<TaskInfo, String>, Error> {
+    if claimed.contains(task_id) {
+        return Ok(Err(format!(
+            "task {task_id} belongs to another ClusterScanTask"
+        )));
+    }
+    Ok(match find_by_id(client, req.task_type, task_id).await? {
+        Some(task) if could_be(&task, req) => Ok(task),
+        Some(_) => Err(format!(
+            "task {task_id} is not a {} task with this object's scan types",
+            wire_name(req.task_type)
+        )),
+        None => Err(format!("HSS does not list task {task_id}")),
+    })
+}
+
 /// The resources a request names, which a task it created must have exactly: the cluster ids
 /// of a `cluster_scan` over specific clusters, the file ids of an `iac_scan`.
 fn named_resources(req: &CreateTaskRequest) -> Option<(TaskType, HashSet<&str>)> {

@@ -9,7 +9,7 @@
 //! | phase | transitions |
 //! |---|---|
 //! | Pending | [`invalid_spec`], [`refused`], [`credentials_unavailable`], [`credentials_ready`], [`waiting_for_budget`], [`attempt`] |
-//! | Submitting | [`post_failed`], [`task_known`], [`lookup_failed`], [`not_created`] |
+//! | Submitting | [`post_failed`], [`task_known`], [`lookup_failed`], [`lookup_inconclusive`], [`not_created`]; past `--unresolved-after` [`with_notice`], and the ways out [`resubmitted`], [`adopt_refused`] (in `unresolved.rs`) |
 //! | Submitted, Running | [`progressed`], [`awaiting_retry`], [`retried`], [`finished`], [`task_lost`], [`results_unavailable`] (in `following.rs`) |
 
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub enum Resolution {
     Response,
     /// A lookup found the task an unanswered POST created.
     Lookup,
+    /// A person named the task (annotation `hss.scanops.dev/adopt-task`).
+    Manual,
 }
 
 /// The object's status as the starting point of a transition.
@@ -366,6 +368,11 @@ pub fn task_known(
             "Adopted",
             format!("found HSS task {task_id} created by an earlier attempt"),
         ),
+        Resolution::Manual => (
+            "Manual",
+            "Adopted",
+            format!("following HSS task {task_id}, as the adopt-task annotation asks"),
+        ),
         Resolution::Response => (
             "Response",
             "Submitted",
@@ -397,6 +404,16 @@ pub fn lookup_failed(obj: &ClusterScanTask, err: &hss::Error, now: Timestamp) ->
     }
 }
 
+/// A lookup could not conclude (listing truncated, too many candidates to confirm): stay
+/// `Submitting` (never post on an incomplete search) and look again after `retry`.
+pub fn lookup_inconclusive(obj: &ClusterScanTask, retry: Duration) -> Transition {
+    Transition {
+        status: current(obj),
+        events: vec![],
+        action: Action::requeue(retry),
+    }
+}
+
 /// A lookup proved the attempt created no task: back to `Pending`, to be submitted again.
 pub fn not_created(obj: &ClusterScanTask) -> Transition {
     let mut st = current(obj);
@@ -414,7 +431,9 @@ pub fn not_created(obj: &ClusterScanTask) -> Transition {
 }
 
 mod following;
+mod unresolved;
 pub use following::*;
+pub use unresolved::*;
 
 #[cfg(test)]
 mod tests;

@@ -364,3 +364,87 @@ fn missing_credentials_are_looked_for_again_sooner_first_then_less_often() {
         );
     }
 }
+
+#[test]
+fn an_unresolved_attempt_says_so_after_the_deadline_and_offers_ways_out_honoured_once() {
+    let submitting = |annotations: serde_json::Value| {
+        let mut o = with_status(
+            PENDING,
+            serde_json::json!({"phase": "Submitting", "submission": {
+                "attemptId": "a-1", "startedAt": "2023-11-14T22:13:20Z", "attempts": 1,
+            }}),
+        );
+        o.metadata.annotations = serde_json::from_value(annotations).expect("annotations");
+        o
+    };
+    let obj = submitting(serde_json::json!({}));
+    let after = Duration::from_secs(600);
+    let quiet = with_notice(
+        lookup_inconclusive(&obj, Duration::from_secs(5)),
+        &obj,
+        "why",
+        after,
+        at(599),
+    );
+    assert!(quiet.events.is_empty() && cond(&quiet, "Submitted").is_none());
+    let noticed = with_notice(
+        lookup_inconclusive(&obj, Duration::from_secs(5)),
+        &obj,
+        "why",
+        after,
+        at(600),
+    );
+    assert_eq!(
+        cond(&noticed, "Submitted"),
+        Some(("False", "SubmissionUnresolved"))
+    );
+    assert_eq!(reasons(&noticed), ["SubmissionUnresolved"]);
+    let message = &conditions::get(&noticed.status.conditions, "Submitted")
+        .expect("condition")
+        .message;
+    assert!(
+        message.contains("hss.scanops.dev/resubmit=a-1"),
+        "{message}"
+    );
+    // Once: the same notice again is no news.
+    let mut again = obj.clone();
+    again.status = Some(noticed.status);
+    let later = with_notice(
+        lookup_inconclusive(&again, Duration::from_secs(5)),
+        &again,
+        "why",
+        after,
+        at(700),
+    );
+    assert!(later.events.is_empty());
+
+    assert_eq!(way_out(&obj), None);
+    assert_eq!(
+        way_out(&submitting(serde_json::json!({RESUBMIT_ANNOTATION: "a-1"}))),
+        Some(WayOut::Resubmit)
+    );
+    assert_eq!(
+        way_out(&submitting(serde_json::json!({RESUBMIT_ANNOTATION: "a-0"}))),
+        None,
+        "a resubmit naming an earlier attempt does nothing"
+    );
+    assert_eq!(
+        way_out(&submitting(serde_json::json!({ADOPT_ANNOTATION: " t-9 "}))),
+        Some(WayOut::Adopt("t-9".into()))
+    );
+    let t = resubmitted(
+        &submitting(serde_json::json!({RESUBMIT_ANNOTATION: "a-1"})),
+        at(700),
+    );
+    assert_eq!(t.status.phase, Some(Phase::Pending));
+    let sub = t.status.submission.as_ref().expect("submission");
+    assert_eq!(
+        (sub.attempt_id.as_deref(), sub.resolution.as_deref()),
+        (None, Some("Resubmitted"))
+    );
+    let mut after_resubmit = obj.clone();
+    after_resubmit.status = Some(t.status);
+    after_resubmit.metadata.annotations =
+        serde_json::from_value(serde_json::json!({RESUBMIT_ANNOTATION: "a-1"})).expect("ann");
+    assert_eq!(way_out(&after_resubmit), None, "honoured once");
+}
