@@ -11,12 +11,15 @@
 pub mod allow;
 pub mod budget;
 pub mod client;
+pub mod clock;
 pub mod credentials;
 pub mod endpoint;
+pub mod error;
 pub mod model;
 pub mod resolve;
 pub mod signer;
 pub mod text;
+pub mod wire;
 
 pub use budget::{Budget, BudgetKey, Permit};
 pub use client::{Error, HssClient, Outcome};
