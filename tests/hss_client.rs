@@ -734,6 +734,57 @@ async fn commit_then_drop_is_resolved_by_lookup_with_exactly_one_task_created() 
     assert!(sim.call_count(Api::ListTasks, Some(200)) >= 1);
 }
 
+/// The lookup window starts where HSS's clock (measured from its answers' `Date`) read the
+/// attempt's start: an identical task created seconds before the attempt is not adopted,
+/// where the unmeasured window (two minutes of skew) would have taken it.
+#[tokio::test]
+async fn a_task_created_just_before_an_attempt_is_never_adopted_by_it() {
+    let sim = start(SimConfig::default()).await;
+    let client = client(&sim);
+    let before = create(&client, &all_clusters()).await.expect("created");
+    let now = jiff::Timestamp::now().as_millisecond();
+    let bounds = client
+        .clock_offset()
+        .bounds(now)
+        .expect("measured from the answer's Date");
+    assert!(
+        bounds.low_ms <= 0 && 0 <= bounds.high_ms,
+        "{bounds:?}: same machine, same clock"
+    );
+    // Our attempt began 5 s after that task was created.
+    let started = now + 5_000;
+    let found = resolve::lookup(
+        &client,
+        &all_clusters(),
+        started,
+        &HashSet::new(),
+        Duration::ZERO,
+    )
+    .await
+    .expect("lookup");
+    assert_eq!(
+        found,
+        resolve::Lookup::NotFound,
+        "{} is older than the attempt",
+        before.task_id
+    );
+    // Unmeasured (a fresh client), the window reaches two minutes back and takes it.
+    let fresh = client_with(&sim.base_url(), (AK, SK), Budget::per_minute(0), TIMEOUT);
+    match resolve::lookup(
+        &fresh,
+        &all_clusters(),
+        started,
+        &HashSet::new(),
+        Duration::ZERO,
+    )
+    .await
+    .expect("lookup")
+    {
+        resolve::Lookup::Candidates(c) => assert_eq!(c[0].task_id, before.task_id),
+        other => panic!("the unmeasured window reaches the older task: {other:?}"),
+    }
+}
+
 /// An iac_scan lookup adopts only a task over the same files: a task of the same file type
 /// over other files, created in the same window, is someone else's.
 #[tokio::test]

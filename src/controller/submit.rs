@@ -20,10 +20,11 @@
 //!    - ambiguous (timeout after sending, reset, 5xx, unreadable 200): `Submitting` stays.
 //! 5. An object found in `Submitting` (after an ambiguous outcome, or after a crash at any
 //!    point above) is resolved by ListTasks: tasks of the same type and scan types, created
-//!    manually within `[startedAt - skew, now + skew]`, minus the task ids other objects
-//!    already own, confirmed by cluster or file set where the request names them. A
-//!    candidate is adopted; "none" is trusted only once the attempt is older than
-//!    `--lookup-settle`, and then the object goes back to `Pending` to be submitted again.
+//!    manually between `startedAt` and the POST's timeout as HSS's clock read them (the offset
+//!    measured from its answers' `Date`; two minutes each side before any answer), minus the
+//!    task ids other objects already own, confirmed by cluster or file set where the request
+//!    names them. A candidate is adopted; "none" is trusted only once the attempt is older
+//!    than `--lookup-settle`, and then the object goes back to `Pending` to be submitted again.
 //! 6. Backoff state (attempt count, last attempt time) lives in status, so restarts keep it.
 //!
 //! # Guarantees
@@ -45,7 +46,8 @@
 //!
 //! # Assumptions
 //! - One writer: a single replica (or the leader) reconciles.
-//! - HSS's clock and ours differ by less than [`resolve::CLOCK_SKEW`]; HSS lists a new task
+//! - HSS stamps a task with the clock its `Date` header shows (see [`crate::hss::clock`]);
+//!   before any answer, the clocks differ by less than [`resolve::CLOCK_SKEW`]; HSS lists a new task
 //!   within `--lookup-settle` (default [`resolve::SETTLE`]).
 //!
 //! # Caveats

@@ -31,6 +31,7 @@ pub use super::wire::sdk_json;
 use super::{
     Api,
     budget::{Budget, BudgetKey, Permit},
+    clock::Offset,
     credentials::{Auth, Credentials},
     endpoint::Endpoint,
     error::classify_send,
@@ -120,6 +121,8 @@ pub struct HssClient {
     budget: Budget,
     identity: String,
     observer: Option<std::sync::Arc<dyn CallObserver>>,
+    /// HSS's clock relative to ours, from the `Date` of every answer.
+    offset: Offset,
 }
 
 /// Sees every call and budget wait (metrics live outside this module).
@@ -165,6 +168,7 @@ impl HssClient {
             budget,
             identity,
             observer: None,
+            offset: Offset::default(),
         }
     }
 
@@ -172,6 +176,11 @@ impl HssClient {
     pub fn with_observer(mut self, observer: std::sync::Arc<dyn CallObserver>) -> Self {
         self.observer = Some(observer);
         self
+    }
+
+    /// HSS's clock relative to ours, as far as its answers tell.
+    pub fn clock_offset(&self) -> &Offset {
+        &self.offset
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -460,10 +469,19 @@ impl HssClient {
             request = request.body(body);
         }
         self.budget.pace(&self.budget_key(api)).await;
+        let sent_ms = jiff::Timestamp::now().as_millisecond();
         let resp = request
             .send()
             .await
             .map_err(|source| classify_send(api, source))?;
+        if let Some(date) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+        {
+            self.offset
+                .observe(date, sent_ms, jiff::Timestamp::now().as_millisecond());
+        }
         let status = resp.status().as_u16();
         let request_id = resp
             .headers()

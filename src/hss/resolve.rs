@@ -7,6 +7,8 @@
 //! request's exactly.
 //!
 //! # Assumptions
+//! - The search starts where HSS's clock read the attempt's start, as measured from the `Date`
+//!   of its answers ([`super::clock`]); before any measurement, [`CLOCK_SKEW`] earlier.
 //! - HSS stamps `start_time` at creation, and the `start_create_time`/`end_create_time`
 //!   filters apply to it (inferred; the simulator behaves so).
 //! - Our clock and HSS's differ by less than [`CLOCK_SKEW`] (the gateway refuses signatures
@@ -51,12 +53,12 @@ pub enum Lookup {
     Inconclusive,
 }
 
-/// The ListTasks filter for an attempt of `req` that started at `started_at_ms`.
-pub fn lookup_filter(req: &CreateTaskRequest, started_at_ms: i64, now_ms: i64) -> ListTasksRequest {
-    let skew = CLOCK_SKEW.as_millis() as i64;
+/// The ListTasks filter for an attempt of `req` whose task HSS stamped inside `window`
+/// (HSS's clock, epoch ms; see [`Offset::window`](super::clock::Offset::window)).
+pub fn lookup_filter(req: &CreateTaskRequest, (from, to): (i64, i64)) -> ListTasksRequest {
     ListTasksRequest {
-        start_create_time: Some(started_at_ms - skew),
-        end_create_time: Some(now_ms + skew),
+        start_create_time: Some(from),
+        end_create_time: Some(to),
         trigger_type: Some(TriggerType::Manual),
         cluster_scan_info: req.cluster_scan_info.as_ref().map(|c| ScanTypeFilter {
             scan_type_list: Some(c.scan_type_list.clone()),
@@ -196,7 +198,13 @@ pub async fn lookup(
     // HSS can only have created the task while the POST was in flight: from the attempt's
     // start to the client's timeout (plus skew on both sides, added by the filter).
     let in_flight_until = started_at_ms + client.config().timeout.as_millis() as i64;
-    let filter = lookup_filter(req, started_at_ms, now_ms.min(in_flight_until));
+    // Measured from HSS's answers, the window starts where HSS's clock read our attempt's
+    // start: a task created before it is not ours. Without measurements, CLOCK_SKEW each side.
+    let window =
+        client
+            .clock_offset()
+            .window(started_at_ms, now_ms.min(in_flight_until), CLOCK_SKEW);
+    let filter = lookup_filter(req, window);
     let (tasks, complete) = client.list_all_tasks(&filter, MAX_PAGES).await?;
     let mut candidates: Vec<TaskInfo> = tasks
         .into_iter()
@@ -305,8 +313,9 @@ mod tests {
     }
 
     #[test]
-    fn lookup_window_covers_clock_skew_on_both_sides() {
-        let f = lookup_filter(&req(vec![ScanType::ClusterVul]), 1_000_000, 2_000_000);
+    fn lookup_window_covers_clock_skew_on_both_sides_without_measurements() {
+        let window = crate::hss::clock::Offset::default().window(1_000_000, 2_000_000, CLOCK_SKEW);
+        let f = lookup_filter(&req(vec![ScanType::ClusterVul]), window);
         assert_eq!(f.start_create_time, Some(1_000_000 - 120_000));
         assert_eq!(f.end_create_time, Some(2_000_000 + 120_000));
         assert_eq!(f.trigger_type, Some(TriggerType::Manual));
