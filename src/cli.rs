@@ -27,6 +27,9 @@ pub enum Command {
     Run(Box<crate::operator::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Print, as JSON, the permissions `run` with the same flags needs: the table the Helm
+    /// chart's RBAC is checked against. Contacts nothing.
+    Permissions(Box<crate::operator::RunArgs>),
     /// Submit one ClusterScanTask manifest to HSS without a cluster (for CI pipelines).
     Submit(submit::SubmitArgs),
     /// Run the HSS simulator: a local HTTP server speaking the HSS v5 task APIs.
@@ -53,6 +56,18 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Permissions(args) => {
+            match serde_json::to_string_pretty(&args.required_permissions()) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Submit(args) => submit::run(args).await,
         Command::SimulateHss(args) => match crate::simulator::run(args).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -92,17 +92,37 @@ impl Error {
 }
 
 impl RunArgs {
-    /// What decides the permissions these flags need.
-    fn permission_settings<'a>(
-        &'a self,
-        lease: Option<permissions::LeaseRef<'a>>,
-    ) -> permissions::Settings<'a> {
-        permissions::Settings {
+    /// The Lease's namespace: the flag, else the pod's namespace (POD_NAMESPACE), else default.
+    fn lease_namespace(&self) -> String {
+        self.lease_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
+    }
+
+    /// What `run` with these flags needs from the API server ([`permissions::required`]).
+    pub fn required_permissions(&self) -> Vec<permissions::Need> {
+        self.permissions(true)
+    }
+
+    /// The needs, with the Lease's only when `with_lease` (the controllers alone need none).
+    fn permissions(&self, with_lease: bool) -> Vec<permissions::Need> {
+        let lease_namespace = self.lease_namespace();
+        let credentials = self
+            .scans
+            .credentials_secret
+            .as_deref()
+            .and_then(|s| permissions::ObjectName::parse(s).ok());
+        let lease = (with_lease && self.leader_election).then(|| permissions::LeaseRef {
+            namespace: &lease_namespace,
+            name: &self.lease_name,
+        });
+        permissions::required(&permissions::Settings {
             namespaces: &self.namespaces,
             triggers: !self.triggers.disable_triggers,
             lease,
             claims: self.scans.claims_configmap.as_ref(),
-        }
+            credentials: credentials.as_ref(),
+        })
     }
 
     /// One scope per watched namespace, or `None` for all.
@@ -137,11 +157,7 @@ pub async fn run_controllers(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     if check_permissions {
-        preflight(
-            &kube,
-            &permissions::required(&args.permission_settings(None)),
-        )
-        .await?;
+        preflight(&kube, &args.permissions(false)).await?;
     }
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let trigger_scopes = if args.triggers.disable_triggers {
@@ -188,19 +204,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     // Every replica checks everything it may need before it campaigns, so a missing
     // permission fails each pod at start, not only the one that happens to lead.
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let lease = args.leader_election.then(|| permissions::LeaseRef {
-        namespace: &lease_namespace,
-        name: &args.lease_name,
-    });
-    preflight(
-        &kube,
-        &permissions::required(&args.permission_settings(lease)),
-    )
-    .await?;
+    let lease_namespace = args.lease_namespace();
+    preflight(&kube, &args.required_permissions()).await?;
     let leadership = if args.leader_election {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));

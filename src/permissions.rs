@@ -1,6 +1,10 @@
 //! Start-up permission check: asks the API server (SelfSubjectAccessReview) whether this
 //! identity may do what the operator needs, and names everything missing in one error, instead
 //! of failing later with a watch that retries 403s forever.
+//!
+//! [`required`] is the one permission table: the start-up check asks for it, and the deploy
+//! checks compare the Helm chart's rendered RBAC against it (`hss-operator permissions` with
+//! the rendered Deployment's flags prints it as JSON), both ways: nothing missing, nothing more.
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -9,7 +13,7 @@ use kube::{Api, Client, api::PostParams};
 
 /// One permission: verb on group/resource (subresource) in a namespace (`None`: all), on one
 /// object by name where the operator only ever touches that one (`None`: any name).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Need {
     pub verb: &'static str,
     pub group: &'static str,
@@ -112,6 +116,8 @@ pub struct Settings<'a> {
     pub lease: Option<LeaseRef<'a>>,
     /// The claims ConfigMap (`--claims-configmap`).
     pub claims: Option<&'a ObjectName>,
+    /// The default credentials Secret (`--credentials-secret`).
+    pub credentials: Option<&'a ObjectName>,
 }
 
 /// What `run` needs with these settings. Pure.
@@ -124,6 +130,7 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         triggers,
         lease,
         claims,
+        credentials,
     } = *settings;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -150,7 +157,10 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         ));
         // The Secret an object names, read when it is reconciled: get only, no list or watch.
         needs.push(need("get", "", "secrets", None, ns.clone()));
-        needs.push(need("create", "events.k8s.io", "events", None, ns.clone()));
+        // kube's Recorder creates an Event, and patches it when the same one repeats.
+        for verb in ["create", "patch"] {
+            needs.push(need(verb, "events.k8s.io", "events", None, ns.clone()));
+        }
         if triggers {
             // Triggers are only read; their status is written through the subresource.
             for verb in ["list", "watch"] {
@@ -169,7 +179,8 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
                 Some("status"),
                 ns.clone(),
             ));
-            for verb in ["create", "delete"] {
+            // Runs: created, read back by name after a create conflict, pruned.
+            for verb in ["create", "get", "delete"] {
                 needs.push(need(
                     verb,
                     "hss.scanops.dev",
@@ -178,12 +189,28 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
                     ns.clone(),
                 ));
             }
+            // A run's owner reference blocks its trigger's deletion (blockOwnerDeletion), which
+            // OwnerReferencesPermissionEnforcement allows only with update on the finalizers.
+            needs.push(need(
+                "update",
+                "hss.scanops.dev",
+                "clusterscantriggers",
+                Some("finalizers"),
+                ns.clone(),
+            ));
         }
     }
     if triggers {
         for verb in ["list", "watch"] {
             needs.push(need(verb, "", "nodes", None, None));
         }
+    }
+    if let Some(secret) = credentials {
+        // Read when an object names no Secret of its own; by name, wherever it lives.
+        needs.push(Need {
+            name: Some(secret.name.clone()),
+            ..need("get", "", "secrets", None, Some(secret.namespace.clone()))
+        });
     }
     if let Some(cm) = claims {
         let ns = Some(cm.namespace.clone());
