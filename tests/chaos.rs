@@ -26,7 +26,6 @@ mod support;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -333,10 +332,7 @@ async fn forward(
 
 /// A kubeconfig for the operator: the proxy, no credentials (the proxy adds the admin's).
 fn proxy_kubeconfig(url: &str, seed: u64) -> std::path::PathBuf {
-    let path = repo().join(format!(
-        "target/chaos-kubeconfig-{seed}-{}",
-        std::process::id()
-    ));
+    let path = proxy_kubeconfig_path(seed);
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: proxy\n  cluster:\n    server: {url}\n\
          users:\n- name: anonymous\n  user: {{}}\ncontexts:\n- name: proxy\n  context:\n    cluster: proxy\n    user: anonymous\n\
@@ -346,18 +342,60 @@ fn proxy_kubeconfig(url: &str, seed: u64) -> std::path::PathBuf {
     path
 }
 
+fn proxy_kubeconfig_path(seed: u64) -> std::path::PathBuf {
+    repo().join(format!(
+        "target/chaos-kubeconfig-{seed}-{}",
+        std::process::id()
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The operator process.
 // ---------------------------------------------------------------------------------------------
 
+/// The operator as the chaos run starts it, run after run, into one log.
 struct OperatorCmd {
-    kubeconfig: std::path::PathBuf,
-    namespace: String,
-    endpoint: String,
+    process: harness::OperatorProcess,
     log: std::path::PathBuf,
 }
 
 impl OperatorCmd {
+    fn new(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        endpoint: &str,
+        log: &std::path::Path,
+    ) -> Self {
+        let process = harness::OperatorProcess::new(
+            std::path::Path::new(env!("CARGO_BIN_EXE_hss-operator")),
+            kubeconfig,
+            namespace,
+            endpoint,
+            log,
+        )
+        .args([
+            "--poll-interval",
+            "1s",
+            "--budget-per-minute",
+            "0",
+            "--lookup-settle",
+            "2s",
+            "--cleanup-timeout",
+            "10s",
+            "--hss-timeout",
+            "2s",
+            "--claims-configmap",
+            &format!("{namespace}/hss-operator-claims"),
+            "--log-format",
+            "plain",
+        ])
+        .env("RUST_LOG", "info,hss_operator=debug");
+        Self {
+            process,
+            log: log.to_path_buf(),
+        }
+    }
+
     fn spawn(&self, run: u32) -> Child {
         use std::io::Write;
         let mut log = std::fs::OpenOptions::new()
@@ -366,45 +404,15 @@ impl OperatorCmd {
             .open(&self.log)
             .expect("operator log");
         let _ = writeln!(log, "===== chaos: operator run {run} =====");
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_hss-operator"))
-            .args([
-                "run",
-                "--namespace",
-                &self.namespace,
-                "--endpoint",
-                &self.endpoint,
-                "--allow-insecure-endpoints",
-                "--project-id",
-                "proj",
-                "--poll-interval",
-                "1s",
-                "--budget-per-minute",
-                "0",
-                "--lookup-settle",
-                "2s",
-                "--cleanup-timeout",
-                "10s",
-                "--hss-timeout",
-                "2s",
-                "--disable-triggers",
-                "--claims-configmap",
-                &format!("{}/hss-operator-claims", self.namespace),
-                "--log-format",
-                "plain",
-            ])
-            .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HUAWEICLOUD_SDK_AK", "AKSIM")
-            .env("HUAWEICLOUD_SDK_SK", "SKSIM")
-            .env("POD_NAME", format!("chaos-{run}"))
-            .env("RUST_LOG", "info,hss_operator=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
+        let port = free_port().to_string();
+        let cmd = self
+            .process
+            .clone()
+            .args(["--admin-listen", &format!("127.0.0.1:{port}")])
+            .env("POD_NAME", &format!("chaos-{run}"))
+            .command()
+            .expect("operator command");
+        tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .spawn()
             .expect("start hss-operator run")
@@ -602,12 +610,12 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
         ConflictProxy::start(client.clone(), seed, CONFLICT_SHARE, &journal).await;
     let log = repo().join(format!("target/chaos-operator-{seed}.log"));
     let _ = std::fs::remove_file(&log);
-    let cmd = OperatorCmd {
-        kubeconfig: proxy_kubeconfig(&proxy_url, seed),
-        namespace: ns.clone(),
-        endpoint: sim.base_url(),
-        log: log.clone(),
-    };
+    let cmd = OperatorCmd::new(
+        &proxy_kubeconfig(&proxy_url, seed),
+        &ns,
+        &sim.base_url(),
+        &log,
+    );
 
     // The test's own record of every task id every object ever showed.
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -1061,5 +1069,5 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
         chaos.as_secs_f64(),
         settle.as_secs_f64(),
     );
-    let _ = std::fs::remove_file(&cmd.kubeconfig);
+    let _ = std::fs::remove_file(proxy_kubeconfig_path(seed));
 }

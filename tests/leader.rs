@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use hss_operator::{
     crd::{ClusterScanTask, Phase},
@@ -20,12 +17,12 @@ use kube::{
 };
 use support::*;
 
-struct Proc(Child);
+/// SIGKILLed when dropped: a crash, not a graceful stop.
+struct Proc(harness::Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.kill();
     }
 }
 
@@ -41,41 +38,29 @@ fn operator(name: &str, ns: &str, sim: &str, admin_port: u16) -> Proc {
 }
 
 fn operator_with(name: &str, ns: &str, sim: &str, admin_port: u16, extra: &[&str]) -> Proc {
-    let log =
-        std::fs::File::create(repo().join(format!("target/leader-{name}.log"))).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_hss-operator"))
-        .args([
-            "run",
-            "--namespace",
-            ns,
-            "--endpoint",
-            sim,
-            "--allow-insecure-endpoints",
-            "--project-id",
-            "proj",
-            "--poll-interval",
-            "1s",
-            "--budget-per-minute",
-            "0",
-            "--lookup-settle",
-            "2s",
-            "--disable-triggers",
-        ])
-        .args(extra)
-        .arg("--admin-listen")
-        .arg(format!("127.0.0.1:{admin_port}"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .env("HUAWEICLOUD_SDK_AK", "AKSIM")
-        .env("HUAWEICLOUD_SDK_SK", "SKSIM")
-        .env("POD_NAME", name)
-        .env("RUST_LOG", "info,hss_operator=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start hss-operator run");
+    let log = repo().join(format!("target/leader-{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    let child = harness::OperatorProcess::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_hss-operator")),
+        &control_plane().kubeconfig,
+        ns,
+        sim,
+        &log,
+    )
+    .args([
+        "--poll-interval",
+        "1s",
+        "--budget-per-minute",
+        "0",
+        "--lookup-settle",
+        "2s",
+    ])
+    .args(extra)
+    .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+    .env("POD_NAME", name)
+    .env("RUST_LOG", "info,hss_operator=debug")
+    .spawn()
+    .expect("start hss-operator run");
     Proc(child)
 }
 

@@ -12,7 +12,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -25,20 +25,15 @@ use axum::{body::Body, extract::State, response::Response};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
 use hss_operator::crd::{ClusterScanTask, FINALIZER, Phase};
-use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
 use kube::{
     Api, Client, Config, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{
-        WatchStreamExt,
-        wait::{await_condition, conditions},
-        watcher,
-    },
+    runtime::{WatchStreamExt, watcher},
 };
+
+#[path = "../../tests/support/harness.rs"]
+mod harness;
 
 #[derive(Parser, Debug)]
 #[command(about = "hss-operator benchmark: prints a markdown table, one row per scenario")]
@@ -78,46 +73,13 @@ struct Cli {
 }
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    harness::repo()
 }
 
 // ------------------------------------------------------------------ child processes
 
-/// A child process killed (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("bench: {} ignored SIGTERM; killing", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+type Proc = harness::Child;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct ProcStats {
@@ -208,10 +170,7 @@ fn start_simulator(bin: &Path, s: &SimSettings, log: &Path) -> anyhow::Result<(P
         .spawn()
         .context("start simulate-hss")?;
     let stdout = child.stdout.take().context("simulator stdout")?;
-    let proc = Proc {
-        child,
-        name: "simulate-hss",
-    };
+    let proc = Proc::new(child, "simulate-hss");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let url = line
@@ -234,43 +193,26 @@ struct OperatorSettings<'a> {
 }
 
 fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<Proc> {
-    let child = Command::new(bin)
-        .args(["run", "--namespace", s.namespace, "--endpoint", s.sim_url])
-        .args(["--project-id", "proj", "--disable-triggers"])
-        .arg("--allow-insecure-endpoints")
-        .arg("--budget-per-minute")
-        .arg(s.budget_per_minute.to_string())
-        .arg("--budget-window")
-        .arg(humantime::format_duration(s.budget_window).to_string())
-        .arg("--poll-interval")
-        .arg(humantime::format_duration(s.poll_interval).to_string())
-        .arg("--admin-listen")
-        .arg(format!("127.0.0.1:{}", s.admin_port))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KUBECONFIG", s.kubeconfig)
-        .env("HUAWEICLOUD_SDK_AK", "AKSIM")
-        .env("HUAWEICLOUD_SDK_SK", "SKSIM")
+    let _ = std::fs::remove_file(&s.log);
+    let log = std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into());
+    let process = harness::OperatorProcess::new(bin, s.kubeconfig, s.namespace, s.sim_url, &s.log)
+        .args([
+            "--budget-per-minute".to_string(),
+            s.budget_per_minute.to_string(),
+            "--budget-window".into(),
+            humantime::format_duration(s.budget_window).to_string(),
+            "--poll-interval".into(),
+            humantime::format_duration(s.poll_interval).to_string(),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{}", s.admin_port),
+        ])
         .env("POD_NAME", "bench")
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&s.log)?)
-        .spawn()
-        .context("start hss-operator run")?;
-    Ok(Proc {
-        child,
-        name: "hss-operator run",
-    })
+        .env("RUST_LOG", &log);
+    process.spawn().context("start hss-operator run")
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(harness::free_port()?)
 }
 
 async fn readyz(http: &reqwest::Client, port: u16) -> u16 {
@@ -524,12 +466,7 @@ struct ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         if self.started {
-            let _ = Command::new("bash")
-                .arg(repo().join("scripts/control-plane.sh"))
-                .arg("stop")
-                .arg(&self.dir)
-                .stdout(Stdio::null())
-                .status();
+            harness::stop_control_plane(&self.dir);
         }
     }
 }
@@ -549,16 +486,7 @@ fn control_plane() -> anyhow::Result<ControlPlane> {
         .join("target/control-planes")
         .join(format!("bench-{}", std::process::id()));
     let t = Instant::now();
-    let status = Command::new("bash")
-        .arg(repo().join("scripts/control-plane.sh"))
-        .arg("start")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .status()
-        .context("run scripts/control-plane.sh")?;
-    if !status.success() {
-        bail!("control plane failed to start; see {}", dir.display());
-    }
+    harness::start_control_plane(&dir).map_err(|e| anyhow!(e))?;
     eprintln!(
         "bench: control plane up in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -576,40 +504,15 @@ async fn kube_config(kubeconfig: &Path) -> anyhow::Result<Config> {
 }
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text = std::fs::read_to_string(repo().join("crds/crds.yaml"))?;
-    let docs: Vec<CustomResourceDefinition> = serde_saphyr::from_str_multiple(&text)?;
-    for crd in docs {
-        let name = crd.name_any();
-        // Create or replace: a 1.20 server refuses x-kubernetes-validations in SSA.
-        match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                let mut crd = crd.clone();
-                crd.metadata.resource_version = crds.get(&name).await?.metadata.resource_version;
-                crds.replace(&name, &PostParams::default(), &crd).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
+    harness::install_crds(client, &repo().join("crds/crds.yaml"))
         .await
-        .context("CRD established in time")??;
-    }
-    Ok(())
+        .map_err(|e| anyhow!(e))
 }
 
 async fn namespace(client: &Client, name: &str) -> anyhow::Result<String> {
-    let ns = format!("{name}-{}", std::process::id() % 100_000);
-    let api: Api<Namespace> = Api::all(client.clone());
-    let obj: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) | Err(kube::Error::Api(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(ns)
+    harness::namespace(client, name)
+        .await
+        .map_err(|e| anyhow!(e))
 }
 
 fn cluster_scan(name: &str) -> anyhow::Result<ClusterScanTask> {

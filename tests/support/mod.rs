@@ -2,12 +2,13 @@
 //! one per test binary), the HSS simulator in-process, and the operator's real `run` code path.
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod identity;
 pub mod tls;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::OnceLock,
     time::Duration,
 };
@@ -18,24 +19,15 @@ use hss_operator::{
     crd::ClusterScanTask,
     operator::{self, RunArgs},
 };
-use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
 use kube::{
     Api, Client, Config,
-    api::PostParams,
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::wait::{await_condition, conditions},
+    runtime::wait::await_condition,
 };
 
 /// A free loopback port (bound, then released: good enough on a test machine).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    harness::free_port().expect("a free port")
 }
 
 /// A fail point that stops `target`'s reconcile for good at `step`, once, as if the process
@@ -63,7 +55,7 @@ pub fn hang_once(
 }
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    harness::repo()
 }
 
 pub struct ControlPlane {
@@ -96,18 +88,7 @@ pub fn control_plane() -> &'static ControlPlane {
             .join("control-planes")
             .join(format!("{name}-{}", std::process::id()));
         let script = repo().join("scripts/control-plane.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run scripts/control-plane.sh");
-        assert!(
-            status.success(),
-            "control plane failed to start; see {}",
-            dir.display()
-        );
+        harness::start_control_plane(&dir).unwrap_or_else(|e| panic!("{e}"));
         // Stop it when this process goes away, however it ends: a detached watchdog shell.
         let status = Command::new("bash")
             .args([
@@ -157,54 +138,17 @@ pub async fn install_crds_from(client: &Client, path: &Path) {
     if *installed {
         return;
     }
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let docs: Vec<CustomResourceDefinition> =
-        serde_saphyr::from_str_multiple(&text).expect("CRD YAML parses");
-    for crd in docs {
-        let name = crd.metadata.name.clone().expect("CRD name");
-        // Create or replace rather than server-side apply: a 1.20 server does not know
-        // x-kubernetes-validations and refuses it in a typed (SSA) patch, but drops it on create.
-        match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                let mut crd = crd.clone();
-                crd.metadata.resource_version = crds
-                    .get(&name)
-                    .await
-                    .expect("get CRD")
-                    .metadata
-                    .resource_version;
-                crds.replace(&name, &PostParams::default(), &crd)
-                    .await
-                    .expect("replace CRD");
-            }
-            Err(e) => panic!("create CRD {name}: {e}"),
-        }
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
+    harness::install_crds(client, path)
         .await
-        .expect("CRD established in time")
-        .expect("watch CRD");
-    }
+        .unwrap_or_else(|e| panic!("install the CRDs from {}: {e}", path.display()));
     *installed = true;
 }
 
 /// A fresh namespace for one test.
 pub async fn namespace(client: &Client, name: &str) -> String {
-    let ns = format!("{name}-{}", std::process::id() % 100_000);
-    let api: Api<Namespace> = Api::all(client.clone());
-    let obj: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("namespace");
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create namespace {ns}: {e}"),
-    }
-    ns
+    harness::namespace(client, name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[derive(Parser)]
