@@ -287,22 +287,6 @@ fn secret(name: &str, data: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Secr
     .expect("secret")
 }
 
-fn with_secret(mut obj: ClusterScanTask, secret: &str) -> ClusterScanTask {
-    obj.spec.credentials_secret_ref = Some(hss_operator::crd::cluster_scan_task::SecretRef {
-        name: secret.into(),
-    });
-    obj
-}
-
-fn condition(o: &ClusterScanTask, type_: &str) -> Option<(String, String)> {
-    o.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
 #[tokio::test]
 async fn bad_secret_bad_spec_and_hss_rejection_get_clear_conditions_and_no_retry_storm() {
     use k8s_openapi::api::core::v1::Secret;

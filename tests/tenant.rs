@@ -11,7 +11,7 @@ use std::sync::{
 };
 
 use hss_operator::{
-    crd::{ClusterScanTask, Phase, cluster_scan_task::SecretRef},
+    crd::{ClusterScanTask, Phase},
     simulator::{Credential, SimConfig, Simulator},
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -34,15 +34,6 @@ async fn trap() -> (String, Arc<AtomicUsize>) {
     (url, hits)
 }
 
-fn condition(o: &ClusterScanTask, type_: &str) -> Option<(String, String)> {
-    o.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
 fn failed_reason(o: &ClusterScanTask) -> Option<String> {
     condition(o, "Failed")
         .filter(|(status, _)| status == "True")
@@ -60,11 +51,6 @@ async fn own_secret(as_tenant: &Client, ns: &str, name: &str, ak: &str, sk: &str
         .create(&PostParams::default(), &secret)
         .await
         .expect("a tenant may create its Secret");
-}
-
-fn with_secret(mut obj: ClusterScanTask, name: &str) -> ClusterScanTask {
-    obj.spec.credentials_secret_ref = Some(SecretRef { name: name.into() });
-    obj
 }
 
 #[tokio::test]

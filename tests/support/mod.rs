@@ -269,3 +269,20 @@ pub async fn wait_for(
 pub fn phase(o: &ClusterScanTask) -> Option<hss_operator::crd::Phase> {
     o.status.as_ref().and_then(|s| s.phase)
 }
+
+/// A condition of the object as (status, reason).
+pub fn condition(o: &ClusterScanTask, type_: &str) -> Option<(String, String)> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The object, using the credentials in Secret `name` of its namespace.
+pub fn with_secret(mut obj: ClusterScanTask, name: &str) -> ClusterScanTask {
+    obj.spec.credentials_secret_ref =
+        Some(hss_operator::crd::cluster_scan_task::SecretRef { name: name.into() });
+    obj
+}
