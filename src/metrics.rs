@@ -9,6 +9,7 @@
 //! | `hss_operator_hss_call_duration_seconds` | histogram | `api` |
 //! | `hss_operator_hss_throttled_total` | counter | `api` |
 //! | `hss_operator_budget_wait_seconds` | histogram | `api` |
+//! | `hss_operator_budget_rate` | gauge | `api` |
 //! | `hss_operator_objects` | gauge | `phase` |
 //! | `hss_operator_unresolved_submissions` | gauge | |
 //! | `hss_operator_tracked_tasks` | gauge | |
@@ -130,6 +131,7 @@ pub struct Metrics {
     hss_call_duration: HistogramFamily<ApiLabels>,
     hss_throttled: Family<ApiLabels, Counter>,
     budget_wait: HistogramFamily<ApiLabels>,
+    budget_rate: Family<ApiLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     objects: Family<PhaseLabels, Gauge>,
     unresolved_submissions: Gauge,
     tracked_tasks: Gauge,
@@ -161,6 +163,7 @@ impl Metrics {
             hss_call_duration: Family::new_with_constructor(call_histogram),
             hss_throttled: Family::default(),
             budget_wait: Family::new_with_constructor(wait_histogram),
+            budget_rate: Family::default(),
             objects: Family::default(),
             unresolved_submissions: Gauge::default(),
             tracked_tasks: Gauge::default(),
@@ -207,6 +210,11 @@ impl Metrics {
             "Time spent waiting for a rate-budget token before an HSS call",
             Unit::Seconds,
             m.budget_wait.clone(),
+        );
+        registry.register(
+            "budget_rate",
+            "Calls per budget window this process allows itself per API after 429s (the lowest over endpoints; the configured budget when none came)",
+            m.budget_rate.clone(),
         );
         registry.register(
             "objects",
@@ -290,6 +298,16 @@ impl Metrics {
         self.hss_call_duration
             .get_or_create(&ApiLabels { api })
             .observe(latency.as_secs_f64());
+    }
+
+    /// The adaptive rate per API (from [`crate::hss::Budget::rates`]).
+    pub fn set_budget_rates(&self, rates: &[(crate::hss::Api, f64)]) {
+        for (api, rate) in rates {
+            let api = bounded(api.as_str(), &API_LABELS);
+            self.budget_rate
+                .get_or_create(&ApiLabels { api })
+                .set(*rate);
+        }
     }
 
     /// How long a caller waited for a budget token for `api`.

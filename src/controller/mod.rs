@@ -411,6 +411,7 @@ async fn report_gauges(ctx: Arc<Context>) {
             .set_objects_by_phase(&counts.into_iter().collect::<Vec<_>>());
         ctx.metrics.set_unresolved_submissions(unresolved);
         ctx.metrics.set_tracked_tasks(ctx.poller.tracked() as i64);
+        ctx.metrics.set_budget_rates(&ctx.budget.rates());
         if let Some(at) = ctx.poller.last_success() {
             ctx.metrics.poll_succeeded(at);
         }

@@ -1,18 +1,24 @@
 //! The rate budget every HSS call draws from.
 //!
-//! HSS allows 5 calls per minute **per user and per API** (and answers more with
-//! `429 APIGW.0308`). The operator keeps one bucket per `(endpoint, credential, project, API)`
-//! and takes a token before every call, so a well-behaved operator causes no 429 of its own.
-//! The endpoint is part of the key: what one endpoint answers (a 429, a `Retry-After`) never
+//! HSS allows 5 calls per minute **per API, per user and per source IP** (and answers more
+//! with `429 APIGW.0308`). One process is one source: every call to an endpoint's API draws
+//! from one bucket per `(endpoint, API)`, whatever the credential or project, so a process
+//! serving several tenants' credentials stays within the per-source limit too, and causes no
+//! 429 of its own. A 429 blocks the credential that got it (`(endpoint, credential, API)`),
+//! and takes the source's next token, so other credentials go on at the source's pace. The
+//! endpoint is part of every key: what one endpoint answers (a 429, a `Retry-After`) never
 //! holds back calls to another.
 //!
 //! # Guarantees
-//! - With a budget of `n` per minute, calls for one key are spaced at least `60 s / n` apart
+//! - With a budget of `n` per minute, calls of one API to one endpoint are spaced at least `60 s / n` apart
 //!   plus a small [`SAFETY_MARGIN`]. That is at most `n` calls in *any* 60-second window, which
 //!   satisfies a fixed-window or a sliding-window limiter at the gateway. A plain token bucket
 //!   with a burst of `n` would not: it allows `2n - 1` calls in some windows.
 //! - A received 429 empties the bucket and blocks the key until `Retry-After` (or one period,
 //!   or 1 s with limiting off, when the gateway sends none), even with client limiting off.
+//! - After a 429, the source sends fewer calls per window: the adaptive rate of
+//!   [`super::adaptive`] (cut to 70 %, grown back along a cubic curve over a few windows), so
+//!   operators sharing one account converge instead of hammering the gateway.
 //! - Waiting uses Tokio time, so tests drive it with paused time.
 //! - No wait is longer than [`MAX_RETRY_AFTER`](super::client::MAX_RETRY_AFTER), whatever a
 //!   server says, and no wait can overflow the clock.
@@ -41,7 +47,7 @@ use governor::{
     state::{InMemoryState, NotKeyed},
 };
 
-use super::Api;
+use super::{Api, adaptive::Cubic};
 
 /// Extra spacing on top of `60 s / n`, so network jitter between our clock and the gateway's
 /// cannot squeeze `n + 1` arrivals into one minute.
@@ -53,14 +59,24 @@ pub const DEFAULT_PER_MINUTE: u32 = 5;
 /// Past this many buckets, idle ones are dropped (see the module docs).
 pub const KEEP_BUCKETS: usize = 256;
 
-/// Which bucket a call draws from. `identity` is an opaque credential identity (an access key
-/// id or a token fingerprint), never a secret; `endpoint` is where the call goes.
+/// Who makes a call and where it goes. `identity` is an opaque credential identity (an access
+/// key id or a token fingerprint), never a secret; `endpoint` is where the call goes. The rate
+/// is kept per [`BudgetKey::source`]; 429 blocks per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BudgetKey {
     pub endpoint: String,
     pub identity: String,
-    pub project: String,
     pub api: Api,
+}
+
+impl BudgetKey {
+    /// This process's calls of the same API to the same endpoint, whatever the credential.
+    pub fn source(&self) -> BudgetKey {
+        BudgetKey {
+            identity: String::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Proof that a token was taken for `api`. HTTP calls that need one take it by value, so no
@@ -103,13 +119,20 @@ struct Bucket {
     blocked_until: Mutex<Option<tokio::time::Instant>>,
     /// When the last calls actually went out (see [`Budget::pace`]).
     sends: Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+    /// The rate this source allows itself after 429s ([`super::adaptive`]).
+    adaptive: Mutex<Cubic>,
 }
 
 impl Bucket {
     /// Holds nothing a fresh bucket would not: not blocked, no send within `span`, and (when
     /// limiting) a token free now. Only asked when the bucket is dropped if idle, so taking
     /// that token to see it is there changes nothing.
-    fn is_idle(&self, now: tokio::time::Instant, span: Duration) -> bool {
+    fn is_idle(&self, now: tokio::time::Instant, span: Duration, window: Duration, n: u32) -> bool {
+        let recovering = !self
+            .adaptive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_recovered(now, window, f64::from(n));
         let blocked = self
             .blocked_until
             .lock()
@@ -121,7 +144,10 @@ impl Bucket {
             .unwrap_or_else(|e| e.into_inner())
             .back()
             .is_some_and(|t| now.duration_since(*t) < span);
-        !blocked && !recent && self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+        !blocked
+            && !recent
+            && !recovering
+            && self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
     }
 }
 
@@ -184,6 +210,30 @@ impl Budget {
         self.inner.period
     }
 
+    /// The lowest adaptive rate (calls per window) of any endpoint's source bucket per API, for
+    /// the `hss_operator_budget_rate` gauge; empty with limiting off.
+    pub fn rates(&self) -> Vec<(Api, f64)> {
+        let n = f64::from(self.inner.per_window);
+        if n == 0.0 {
+            return Vec::new();
+        }
+        let now = tokio::time::Instant::now();
+        let buckets = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rates: Vec<(Api, f64)> = Vec::new();
+        for (key, bucket) in buckets.iter().filter(|(k, _)| k.identity.is_empty()) {
+            let rate = bucket
+                .adaptive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rate(now, self.inner.window, n);
+            match rates.iter_mut().find(|(api, _)| *api == key.api) {
+                Some((_, r)) => *r = r.min(rate),
+                None => rates.push((key.api, rate)),
+            }
+        }
+        rates
+    }
+
     /// How many buckets exist (for tests of the bound).
     pub fn buckets(&self) -> usize {
         self.inner
@@ -198,7 +248,8 @@ impl Budget {
         if buckets.len() >= KEEP_BUCKETS && !buckets.contains_key(key) {
             let now = tokio::time::Instant::now();
             let span = self.inner.window + self.inner.margin;
-            buckets.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle(now, span));
+            let (window, n) = (self.inner.window, self.inner.per_window);
+            buckets.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle(now, span, window, n));
         }
         let bucket = buckets.entry(key.clone()).or_insert_with(|| {
             // Burst 1: see the module docs for why a burst of n is not safe.
@@ -211,16 +262,18 @@ impl Budget {
                 limiter,
                 blocked_until: Mutex::new(None),
                 sends: Mutex::new(std::collections::VecDeque::new()),
+                adaptive: Mutex::new(Cubic::default()),
             })
         });
         bucket.clone()
     }
 
-    /// Takes a token now, or says how long until one may be free.
+    /// Takes a token now, or says how long until one may be free: the credential must not be
+    /// blocked by a 429, and the source must have a token.
     pub fn try_acquire(&self, key: &BudgetKey) -> Result<Permit, Duration> {
-        let bucket = self.bucket(key);
         let now = tokio::time::Instant::now();
-        {
+        let source = self.bucket(&key.source());
+        for bucket in [&self.bucket(key), &source] {
             let mut blocked = bucket
                 .blocked_until
                 .lock()
@@ -231,7 +284,7 @@ impl Budget {
                 None => {}
             }
         }
-        match bucket.limiter.as_ref().map_or(Ok(()), |l| l.check()) {
+        match source.limiter.as_ref().map_or(Ok(()), |l| l.check()) {
             Ok(()) => Ok(Permit {
                 key: key.clone(),
                 waited: Duration::ZERO,
@@ -267,7 +320,7 @@ impl Budget {
         if n == 0 {
             return;
         }
-        let bucket = self.bucket(key);
+        let bucket = self.bucket(&key.source());
         let span = self.inner.window + self.inner.margin;
         loop {
             let wait = {
@@ -279,23 +332,51 @@ impl Budget {
                 {
                     sends.pop_front();
                 }
-                if sends.len() < n {
+                // After 429s, fewer than n: the adaptive rate, whole calls, at least one.
+                let allowed = bucket
+                    .adaptive
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .rate(now, self.inner.window, n as f64)
+                    .floor() as usize;
+                if sends.len() < allowed.max(1) {
                     sends.push_back(now);
                     return;
                 }
-                sends.front().map_or(Duration::ZERO, |t| (*t + span) - now)
+                let oldest = sends.len() - allowed.max(1);
+                sends
+                    .get(oldest)
+                    .map_or(self.inner.margin, |t| {
+                        (*t + span).saturating_duration_since(now)
+                    })
+                    // The allowance grows back over time: look again at least every period.
+                    .min(self.inner.period.unwrap_or(span))
+                    .max(Duration::from_millis(1))
             };
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// Records a 429 for `key`: empties the bucket and blocks it for `retry_after` (one period
-    /// when the gateway named none).
+    /// Records a 429 for `key`: takes the source's free token (the next call of any
+    /// credential waits a period) and blocks the credential for `retry_after` (one period when
+    /// the gateway named none).
     pub fn throttled(&self, key: &BudgetKey, retry_after: Option<Duration>) {
-        let bucket = self.bucket(key);
-        if let Some(limiter) = &bucket.limiter {
+        let source = self.bucket(&key.source());
+        if let Some(limiter) = &source.limiter {
             while limiter.check().is_ok() {}
         }
+        if self.inner.per_window > 0 {
+            source
+                .adaptive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .cut(
+                    tokio::time::Instant::now(),
+                    self.inner.window,
+                    f64::from(self.inner.per_window),
+                );
+        }
+        let bucket = self.bucket(key);
         let wait = retry_after
             .or(self.inner.period)
             .unwrap_or(Duration::from_secs(1))
@@ -317,7 +398,6 @@ mod tests {
         BudgetKey {
             endpoint: "https://hss.cn-north-4.myhuaweicloud.com".into(),
             identity: "AK".into(),
-            project: "p".into(),
             api,
         }
     }
@@ -397,7 +477,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn apis_and_credentials_have_separate_buckets() {
+    async fn apis_have_separate_buckets_and_credentials_share_the_sources() {
         let budget = Budget::per_minute(5);
         assert!(budget.try_acquire(&key(Api::CreateTask)).is_ok());
         assert!(budget.try_acquire(&key(Api::ListTasks)).is_ok());
@@ -405,8 +485,69 @@ mod tests {
             identity: "AK2".into(),
             ..key(Api::CreateTask)
         };
-        assert!(budget.try_acquire(&other).is_ok());
+        // HSS limits each source IP too: another credential from this process waits as well.
+        let wait = budget
+            .try_acquire(&other)
+            .expect_err("the source's token is taken");
+        assert_eq!(Some(wait), budget.period());
         assert!(budget.try_acquire(&key(Api::CreateTask)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_blocks_its_credential_and_others_go_on_at_the_sources_pace() {
+        let budget = Budget::per_minute(5);
+        let period = budget.period().expect("limited");
+        let other = BudgetKey {
+            identity: "AK2".into(),
+            ..key(Api::CreateTask)
+        };
+        budget.throttled(&key(Api::CreateTask), Some(Duration::from_secs(300)));
+        tokio::time::advance(period).await;
+        assert!(
+            budget.try_acquire(&other).is_ok(),
+            "another credential goes on"
+        );
+        tokio::time::advance(period).await;
+        assert!(
+            budget.try_acquire(&key(Api::CreateTask)).is_err(),
+            "the throttled one waits its Retry-After"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_429_the_source_sends_fewer_calls_per_window_then_recovers() {
+        let budget = Budget::per_minute(5);
+        let window = Duration::from_secs(60);
+        let k = key(Api::ListTasks);
+        let sends_in = |span: Duration| {
+            let budget = budget.clone();
+            let k = k.clone();
+            async move {
+                let start = tokio::time::Instant::now();
+                let mut n = 0;
+                while start.elapsed() < span {
+                    budget.pace(&k).await;
+                    if start.elapsed() < span {
+                        n += 1;
+                    }
+                }
+                n
+            }
+        };
+        assert_eq!(sends_in(window).await, 5, "the full rate");
+        tokio::time::advance(window * 2).await;
+        budget.throttled(&k, Some(Duration::ZERO));
+        assert_eq!(budget.rates(), [(Api::ListTasks, 3.5)]);
+        // 3.5 right after the cut, back above 4 within 0.2 windows (the cubic rises fastest
+        // far below the old rate): 4 calls in the window after the 429, not 5.
+        assert_eq!(
+            sends_in(window).await,
+            4,
+            "fewer calls in the window after the 429"
+        );
+        tokio::time::advance(window * 5).await;
+        assert_eq!(budget.rates(), [(Api::ListTasks, 5.0)], "recovered");
+        assert_eq!(sends_in(window).await, 5);
     }
 
     #[tokio::test(start_paused = true)]
@@ -454,16 +595,17 @@ mod tests {
         );
         assert!(
             budget.try_acquire(&key(Api::CreateTask)).is_ok(),
-            "the same credential and project at another endpoint is not blocked"
+            "the same credential at another endpoint is not blocked"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_buckets_are_dropped_past_the_bound_and_busy_ones_kept() {
         let budget = Budget::per_minute(5);
+        // Source keys: one bucket each (a credential's key adds its own for 429 blocks).
         let at = |i: usize| BudgetKey {
             endpoint: format!("https://hss-{i}.example"),
-            ..key(Api::ListTasks)
+            ..key(Api::ListTasks).source()
         };
         // One bucket still blocked by a 429, one with a send in the window.
         budget.throttled(&at(0), Some(Duration::from_secs(300)));
@@ -487,7 +629,7 @@ mod tests {
         // A key whose token was taken but not yet given back is not idle either.
         let busy = BudgetKey {
             endpoint: "https://busy.example".into(),
-            ..key(Api::ListTasks)
+            ..key(Api::ListTasks).source()
         };
         assert!(budget.try_acquire(&busy).is_ok());
         for i in 0..KEEP_BUCKETS {

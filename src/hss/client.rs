@@ -196,7 +196,6 @@ impl HssClient {
         BudgetKey {
             endpoint: self.config.endpoint.to_string(),
             identity: self.identity.clone(),
-            project: self.config.project_id.clone(),
             api,
         }
     }

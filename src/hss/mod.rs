@@ -8,6 +8,7 @@
 //! - [`budget`]: the per-(credential, project, API) rate budget every call draws from.
 //! - [`client`]: the HTTP client, error decoding and outcome classification.
 
+pub mod adaptive;
 pub mod allow;
 pub mod budget;
 pub mod client;
