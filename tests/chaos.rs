@@ -3,11 +3,14 @@
 //! after the commit, answers later than the client timeout, committed-then-dropped connections,
 //! 429s) and a tenth of the ListTasks calls, the API server answers some writes with 409
 //! conflicts (a conflict-injecting proxy between the operator and the API server), and a random
-//! third of the objects is deleted mid-run.
+//! third of the objects is deleted mid-run. Mid-run, 800 newer tasks are created behind the
+//! operator's back, so the listings its shared poll reads are incomplete from then on (a task
+//! it follows that falls off them is asked for by id; tests/controller.rs shows that case
+//! deterministically).
 //!
 //! Half of the objects are identical all-cluster scans (HSS cannot tell their tasks apart: the
-//! hard case for lookups), half scan a cluster of their own (the CreateTask body says whose task
-//! it is: an exact oracle).
+//! hard case for lookups); a quarter scan a cluster of their own and a quarter (iac_scan) a file
+//! of their own (the CreateTask body says whose task it is: an exact oracle).
 //!
 //! At the end, from the simulator's records and the objects: every surviving object succeeded
 //! and names a task HSS created; no object ever changed its task; no task was ever named by two
@@ -42,6 +45,11 @@ use axum::{
 use futures::{StreamExt, future::join_all};
 use hss_operator::{
     crd::{ClusterScanTask, Phase},
+    hss::{
+        Budget, Credentials, Endpoint, HssClient,
+        client::ClientConfig,
+        model::{ClusterScanInfo, CreateTaskRequest, RangeType, ScanType, TaskType},
+    },
     simulator::{Api as HssApi, CreatedTask, FaultKind, FaultPlan, SimConfig, Simulator},
 };
 use http::{HeaderName, Method, StatusCode, header};
@@ -77,6 +85,11 @@ const CREATE_FAULT_SHARE: f64 = 0.20;
 const LIST_FAULT_SHARE: f64 = 0.10;
 /// Share of PATCH/PUT requests on clusterscantasks the proxy answers with 409.
 const CONFLICT_SHARE: f64 = 0.10;
+/// Tasks created behind the operator's back mid-run, newer than its tasks, so that the ones it
+/// follows fall off the pages its shared poll reads (it must ask for them by id).
+const BURYING_TASKS: usize = 800;
+/// A second after a batch is applied: its tasks are running when they are buried.
+const BURY_AT: Duration = Duration::from_secs(16);
 /// After the chaos: how long every survivor may take to succeed and every deleted object to go.
 const SETTLE_BOUND: Duration = Duration::from_secs(150);
 
@@ -477,16 +490,30 @@ impl Seen {
 }
 
 /// Odd objects scan a cluster of their own, so the CreateTask body tells whose task it is.
-fn own_cluster(i: usize) -> Option<String> {
-    (i % 2 == 1).then(|| format!("cce-chaos-{i:03}"))
+/// Odd objects own a resource, which makes their task recognisable in HSS: a cluster of their
+/// own (i % 4 == 1) or an IaC file of their own (i % 4 == 3).
+fn own_resource(i: usize) -> Option<String> {
+    match i % 4 {
+        1 => Some(format!("cce-chaos-{i:03}")),
+        3 => Some(format!("file-chaos-{i:03}")),
+        _ => None,
+    }
 }
 
 /// Even objects: identical all-cluster scans, indistinguishable in HSS (the hard case for
 /// lookups). Odd objects: a specific cluster each, with other scan types (so the two kinds
-/// never match each other's lookups).
+/// never match each other's lookups), or an iac_scan of a file of their own (confirmed by its
+/// file ids, as specific clusters are by theirs).
 fn object(i: usize, name: &str) -> ClusterScanTask {
-    match own_cluster(i) {
+    match own_resource(i) {
         None => cluster_scan(name),
+        Some(file) if i % 4 == 3 => scan(
+            name,
+            serde_json::json!({"taskType": "iac_scan", "iacScan": {
+                "fileType": "k8s_yaml",
+                "fileIds": [file],
+            }}),
+        ),
         Some(cluster) => scan(
             name,
             serde_json::json!({"taskType": "cluster_scan", "clusterScan": {
@@ -498,17 +525,33 @@ fn object(i: usize, name: &str) -> ClusterScanTask {
     }
 }
 
-/// The single cluster a created task was asked to scan, if it named one.
-fn task_cluster(t: &CreatedTask) -> Option<&str> {
-    match t
+/// The single cluster or file a created task was asked to scan, if it named one.
+fn task_resource(t: &CreatedTask) -> Option<&str> {
+    let ids = t
         .body
-        .pointer("/cluster_scan_info/cluster_id_list")?
-        .as_array()?
-        .as_slice()
-    {
+        .pointer("/cluster_scan_info/cluster_id_list")
+        .or_else(|| t.body.pointer("/iac_scan_info/file_id_list"))?;
+    match ids.as_array()?.as_slice() {
         [one] => one.as_str(),
         _ => None,
     }
+}
+
+/// A burying task's body: scan types no object uses, so no lookup takes one for its own.
+fn burying_request() -> CreateTaskRequest {
+    CreateTaskRequest {
+        task_type: TaskType::ClusterScan,
+        cluster_scan_info: Some(ClusterScanInfo {
+            scan_type_list: vec![ScanType::Benchmark],
+            range_type: RangeType::AllCluster,
+            cluster_id_list: None,
+        }),
+        iac_scan_info: None,
+    }
+}
+
+fn is_burying(t: &CreatedTask) -> bool {
+    t.body.pointer("/cluster_scan_info/scan_type_list") == Some(&serde_json::json!(["benchmark"]))
 }
 
 fn task_id(o: &ClusterScanTask) -> Option<String> {
@@ -712,6 +755,33 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
         })
     };
 
+    let burier = {
+        let hss = HssClient::new(
+            ClientConfig::new(Endpoint::parse(&sim.base_url()).expect("endpoint"), "proj"),
+            Credentials::permanent("AKSIM", "SKSIM").expect("credentials"),
+            Budget::per_minute(0),
+        )
+        .expect("client");
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(chaos_began + BURY_AT).await;
+            proxy.note(&format!(
+                "TEST burying the operator's tasks under {BURYING_TASKS} newer ones"
+            ));
+            // All at once, so that tasks the operator follows now are buried while running.
+            // Injected faults hit these too; an ambiguous one may or may not have created one.
+            futures::stream::iter(0..BURYING_TASKS)
+                .for_each_concurrent(64, |_| {
+                    let hss = hss.clone();
+                    async move {
+                        let permit = hss.acquire(hss_operator::hss::Api::CreateTask).await;
+                        let _ = hss.create_task(permit, &burying_request()).await;
+                    }
+                })
+                .await;
+        })
+    };
+
     let mut krng = rng_for(seed, 2);
     let mut run = 0u32;
     proxy.note("TEST starting operator run 0");
@@ -732,6 +802,7 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
         child = cmd.spawn(run);
     }
     let at_deletion = driver.await.expect("driver");
+    burier.await.expect("burier");
     let chaos = chaos_began.elapsed();
     eprintln!(
         "chaos: {tag}: chaos over after {:.1}s and {kills} kills; waiting for the operator to settle",
@@ -792,7 +863,9 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
     let log = format!("{} and {}", log.display(), journal.display());
 
     // Evidence: the simulator's records, the objects now, what the test's watch saw, Events.
-    let created = sim.created_tasks();
+    let all_created = sim.created_tasks();
+    let buried = all_created.iter().filter(|t| is_burying(t)).count();
+    let created: Vec<CreatedTask> = all_created.into_iter().filter(|t| !is_burying(t)).collect();
     let created_ids: HashSet<&str> = created.iter().map(|t| t.task_id.as_str()).collect();
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns)
@@ -897,7 +970,7 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
     // checked every candidate, which then posts a second task.
     let mut by_cluster: HashMap<&str, Vec<&CreatedTask>> = HashMap::new();
     for t in &created {
-        if let Some(c) = task_cluster(t) {
+        if let Some(c) = task_resource(t) {
             by_cluster.entry(c).or_default().push(t);
         }
     }
@@ -913,7 +986,7 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
     };
     let mut wrong = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let Some(cluster) = own_cluster(i) else {
+        let Some(cluster) = own_resource(i) else {
             continue;
         };
         let mine: Vec<&str> = by_cluster
@@ -927,7 +1000,7 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
         let named_cluster = named
             .as_deref()
             .and_then(|id| created_by_id.get(id))
-            .and_then(|t| task_cluster(t));
+            .and_then(|t| task_resource(t));
         let survivor = !doomed_names.contains(name.as_str());
         let problem = if survivor && named_cluster != Some(cluster.as_str()) {
             Some(format!(
@@ -962,14 +1035,17 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
     );
 
     // Identical objects: tasks no survivor names are at most the deleted ones.
-    let identical = |t: &&CreatedTask| task_cluster(t).is_none();
+    let identical = |t: &&CreatedTask| task_resource(t).is_none();
     let unnamed_by_survivors: Vec<&str> = created
         .iter()
         .filter(identical)
         .map(|t| t.task_id.as_str())
         .filter(|id| !named_by_survivor.contains_key(*id))
         .collect();
-    let deleted_identical = doomed.iter().filter(|&&i| own_cluster(i).is_none()).count();
+    let deleted_identical = doomed
+        .iter()
+        .filter(|&&i| own_resource(i).is_none())
+        .count();
     assert!(
         created.len() <= OBJECTS,
         "{tag}: {} tasks created for {OBJECTS} objects",
@@ -1050,6 +1126,7 @@ async fn three_hundred_objects_survive_kills_faults_and_conflicts_with_one_task_
          (at most {deleted_identical}; named by a deleted object {by_status}, in a \
          DeletedWithTask Event {by_event}, unexplained {}: {unexplained:?}); tasks of deleted \
          objects adopted later by another object {}\n  \
+         burying tasks created behind the operator's back {buried}\n  \
          wall time {:.1}s (chaos {:.1}s, settle {:.1}s)",
         survivors.len(),
         run + 1,

@@ -501,7 +501,7 @@ async fn a_task_the_poll_does_not_show_is_looked_up_by_id_and_a_vanished_one_end
         matches!(phase(o), Some(Phase::Submitted | Phase::Running))
     })
     .await;
-    // 500 newer tasks of the same type: the poll reads 2 pages (400), newest first.
+    // 700 newer tasks of the same type: the poll reads 3 pages (600), newest first.
     let hss = HssClient::new(
         ClientConfig::new(Endpoint::parse(&sim.base_url()).expect("endpoint"), "proj"),
         Credentials::permanent("AKSIM", "SKSIM").expect("credentials"),
@@ -517,7 +517,7 @@ async fn a_task_the_poll_does_not_show_is_looked_up_by_id_and_a_vanished_one_end
         }),
         iac_scan_info: None,
     };
-    for _ in 0..500 {
+    for _ in 0..700 {
         let permit = hss.acquire(HssApi::CreateTask).await;
         hss.create_task(permit, &burying).await.expect("created");
     }
@@ -538,7 +538,7 @@ async fn a_task_the_poll_does_not_show_is_looked_up_by_id_and_a_vanished_one_end
     op.stop().await;
     assert_eq!(
         tasks_created(&sim),
-        501,
+        701,
         "no task was created for the ghost"
     );
 }

@@ -13,7 +13,7 @@
 //! # Tasks the ordinary poll does not show
 //! A tracked, unfinished task can be missing from the listing: pushed past the pages read by
 //! other tasks created in the window, or no longer listed by HSS at all. After
-//! [`MISSED_ROUNDS`] complete rounds without it, the poller asks for it by id (ListTasks with
+//! [`MISSED_ROUNDS`] rounds without it on the pages read, the poller asks for it by id (ListTasks with
 //! `task_id`, one call, at most [`LOOKUPS_PER_ROUND`] per round, so the budget bounds the
 //! cost). Found, it is followed as usual. Not found, it is marked absent; once it has been
 //! absent for `lost_after` (the `--task-lost-after` flag) the poller reports it lost
@@ -40,7 +40,7 @@ use crate::{
     },
 };
 
-/// Complete poll rounds without a task before it is looked up by id.
+/// Poll rounds without a task on the pages read before it is looked up by id.
 pub const MISSED_ROUNDS: u32 = 3;
 /// Lookups by id in one round (each is one ListTasks call from the budget).
 pub const LOOKUPS_PER_ROUND: usize = 2;
@@ -267,7 +267,7 @@ impl Poller {
             for (key, task_type, result, _pages) in rounds {
                 round.calls += 1;
                 match result {
-                    Ok((tasks, complete)) => {
+                    Ok((tasks, _complete)) => {
                         state.last_success = Some(jiff::Timestamp::now());
                         let Some(group) = state.groups.get_mut(&key) else {
                             continue;
@@ -285,13 +285,11 @@ impl Poller {
                                 }
                             }
                         }
-                        // Only a complete listing tells that a task is missing from it.
-                        if complete {
-                            for (id, t) in group.tasks.iter_mut() {
-                                if t.task_type == task_type && !finished(t) && !listed.contains(id)
-                                {
-                                    t.missed += 1;
-                                }
+                        // Missing from the pages read: pushed past them (the listing was not
+                        // complete) or not listed at all. Either way, ask for it by id soon.
+                        for (id, t) in group.tasks.iter_mut() {
+                            if t.task_type == task_type && !finished(t) && !listed.contains(id) {
+                                t.missed += 1;
                             }
                         }
                     }
@@ -362,6 +360,7 @@ impl Poller {
                     t.missed = 0;
                     match found {
                         Some(info) => {
+                            tracing::debug!(task_id = %id, "a followed task the poll's pages did not show was found by id");
                             t.absent_since = None;
                             if changed(t.latest.as_ref(), &info) {
                                 t.latest = Some(info);
