@@ -13,6 +13,11 @@ ROOT=$(pwd)
 step() { printf '\n==> %s\n' "$*" >&2; }
 start=$(date +%s)
 
+# CI builds once from clean: incremental artefacts (~4 GiB here) would only take disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+disk() { df -Ph . | awk 'NR==2 {print "disk: " $4 " free on " $6}' >&2; }
+disk
+
 step "cargo fetch"
 cargo fetch --locked
 
@@ -55,4 +60,5 @@ fi
 step "SDK conformance (pytest)"
 HSS_OPERATOR_BIN="$ROOT/target/debug/hss-operator" .venv/bin/python -m pytest -q tests/conformance
 
+disk; du -sh target >&2
 printf '\nall checks passed in %ss\n' "$(( $(date +%s) - start ))" >&2
