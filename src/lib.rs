@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod findings;
 pub mod hss;
 pub mod kit;
 pub mod lease;

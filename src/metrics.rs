@@ -45,13 +45,15 @@ use crate::{crd::Phase, hss::Api};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every `api` label value: the [`Api::as_str`] names, in [`Api::ALL`] order.
-pub const API_LABELS: [&str; 7] = [
+pub const API_LABELS: [&str; 9] = [
     "CreateTask",
     "ListTasks",
     "ListTaskResources",
     "RetryTask",
     "ShowTaskStatistics",
     "ListKubernetesClusterDetails",
+    "ListClusterRisks",
+    "ListSecurityCheckClusterReports",
     "KeystoneCreateUserTokenByPassword",
 ];
 
@@ -137,6 +139,8 @@ pub struct Metrics {
     tracked_tasks: Gauge,
     last_successful_poll: Gauge<f64, std::sync::atomic::AtomicU64>,
     leader: Gauge,
+    /// What finished scans found, per cluster.
+    pub findings: crate::findings::gauges::Gauges,
 }
 
 impl Default for Metrics {
@@ -169,6 +173,7 @@ impl Metrics {
             tracked_tasks: Gauge::default(),
             last_successful_poll: Gauge::default(),
             leader: Gauge::default(),
+            findings: Default::default(),
             registry: Registry::default(),
         };
         // Staleness counts from the start: a process whose polls never succeed is stale too.
@@ -252,6 +257,7 @@ impl Metrics {
         for phase in PHASE_LABELS {
             m.objects.get_or_create_owned(&PhaseLabels { phase });
         }
+        m.findings.register(&mut registry);
         Self { registry, ..m }
     }
 

@@ -10,14 +10,21 @@
 //! enterprise project never move the pipeline's credentials. Flags (and their environment
 //! names) win, except a manifest endpoint on the allow-list ([`HssArgs::manifest_overrides`]).
 
-use std::{collections::HashSet, io::Write, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use backon::BackoffBuilder;
 use serde::Serialize;
 
 use crate::{
     config::{self, HssArgs, Overrides},
-    crd::ClusterScanTask,
+    crd::{ClusterScanTask, findings::Findings},
+    findings::{self, Scope, gate::FailOn},
     hss::{
         self, Api, HssClient,
         client::{MAX_PAGE, Outcome},
@@ -38,6 +45,8 @@ pub enum Exit {
     Unavailable = 5,
     ScanFailures = 6,
     WaitTimedOut = 7,
+    FindingsAtOrAbove = 8,
+    FindingsUnreadable = 9,
 }
 
 pub const EXIT_CODES_HELP: &str = "Exit codes:
@@ -48,7 +57,9 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   4  unresolved: a task may have been created but could not be identified (ids printed)
   5  HSS unavailable: no task was created, retries exhausted
   6  with --wait: the task finished, some clusters or files failed
-  7  with --wait: gave up waiting; the task exists and is still running";
+  7  with --wait: gave up waiting; the task exists and is still running
+  8  with --wait --fail-on LEVEL: the scan found risks at LEVEL or above (wins over 6)
+  9  with --wait --fail-on LEVEL: the findings could not be read, so the gate cannot pass";
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
@@ -79,6 +90,11 @@ pub struct SubmitArgs {
     /// Give up waiting after this long (the task keeps running in HSS).
     #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
+
+    /// With --wait: exit 8 when the cluster scan found risks at this level or above (high,
+    /// medium, low, tips). The findings are printed either way.
+    #[arg(long, value_enum, requires = "wait")]
+    pub fail_on: Option<FailOn>,
 
     /// CreateTask attempts whose failure proved that nothing was created.
     #[arg(long, default_value_t = 5)]
@@ -186,6 +202,15 @@ pub struct Report {
     pub task_status: Option<TaskStatus>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<ResultRow>,
+    /// What a finished cluster scan found (with --wait).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings: Option<Findings>,
+    /// Why the findings could not be read (an error category).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings_error: Option<&'static str>,
+    /// (cluster, scan type) pairs that failed in this task.
+    #[serde(skip)]
+    pub failed_scans: BTreeSet<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -229,6 +254,9 @@ pub async fn create_once(
                     attempts,
                     task_status: None,
                     results: vec![],
+                    findings: None,
+                    findings_error: None,
+                    failed_scans: BTreeSet::new(),
                 });
             }
             Err(err) => err,
@@ -255,6 +283,9 @@ pub async fn create_once(
                             attempts,
                             task_status: None,
                             results: vec![],
+                            findings: None,
+                            findings_error: None,
+                            failed_scans: BTreeSet::new(),
                         });
                     }
                     None if attempts >= max_attempts => return Err(Error::Unavailable(err)),
@@ -346,6 +377,7 @@ pub async fn follow(
         iac_scan_info: None,
     };
     let mut offset = 0;
+    let mut failed = BTreeSet::new();
     loop {
         let page = client
             .list_task_resources(&report.task_id, &req, offset, MAX_PAGE)
@@ -362,6 +394,11 @@ pub async fn follow(
                     failures: r
                         .scan_detail_list
                         .into_iter()
+                        .inspect(|d| {
+                            if d.status == ScanStatus::Failed {
+                                failed.insert((r.cluster_id.clone(), wire_name(d.scan_type)));
+                            }
+                        })
                         .filter(|d| d.status == ScanStatus::Failed)
                         .map(|d| {
                             format!(
@@ -395,7 +432,57 @@ pub async fn follow(
             break;
         }
     }
+    report.failed_scans = failed;
     Ok(true)
+}
+
+/// Reads a finished cluster scan's findings into `report` and applies `--fail-on`.
+async fn gate(
+    client: &HssClient,
+    spec: &crate::crd::ClusterScanTaskSpec,
+    report: &mut Report,
+    fail_on: Option<FailOn>,
+    exit: Exit,
+) -> Exit {
+    let Some(scan) = spec.cluster_scan.as_ref() else {
+        return exit;
+    };
+    let scope = match scan.range_type {
+        RangeType::SpecificCluster => {
+            Scope::Only(scan.cluster_ids.iter().flatten().cloned().collect())
+        }
+        RangeType::AllCluster => Scope::All,
+    };
+    let mut scanned: BTreeSet<String> = report.results.iter().map(|r| r.id.clone()).collect();
+    if let Scope::Only(ids) = &scope {
+        scanned.extend(ids.iter().cloned());
+    }
+    match findings::read(client, &scan.scan_types, &scope, None).await {
+        Ok(read) => {
+            let summary = findings::summarize(
+                &read,
+                &scanned,
+                &report.failed_scans,
+                jiff::Timestamp::now(),
+            );
+            let f = summary.findings;
+            let tripped = fail_on.map_or(0, |level| findings::gate::tripped(&f, level));
+            report.findings = Some(f);
+            if tripped > 0 {
+                return Exit::FindingsAtOrAbove;
+            }
+            exit
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::report_error(&e), "failed to read the findings");
+            report.findings_error = Some(e.category());
+            if fail_on.is_some() && exit == Exit::Ok {
+                Exit::FindingsUnreadable
+            } else {
+                exit
+            }
+        }
+    }
 }
 
 /// The `submit` subcommand.
@@ -465,6 +552,9 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
         } else {
             Exit::Ok
         };
+        if finished && report.task_type == TaskType::ClusterScan {
+            exit = gate(&client, spec, &mut report, args.fail_on, exit).await;
+        }
         if args.output == OutputFormat::Text {
             for row in &report.results {
                 let status = wire_name(row.status);
@@ -476,6 +566,9 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
                     status,
                     row.failures.join("; ")
                 );
+            }
+            if let Some(f) = &report.findings {
+                findings::gate::print(out, f);
             }
         }
     }

@@ -234,8 +234,10 @@ async fn submit_wait_prints_the_task_id_then_one_row_per_cluster_and_exits_0() {
 
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(sim.created_ids().await, [run.lines()[0]], "{run:?}");
+    // The task id, one row per cluster, then the findings (lines from "findings:" on).
     let mut rows: Vec<Vec<&str>> = run.lines()[1..]
         .iter()
+        .take_while(|l| !l.starts_with("findings:"))
         .map(|l| l.split('\t').collect())
         .collect();
     rows.sort();
@@ -402,9 +404,17 @@ async fn a_failed_cluster_exits_6_with_its_failures_in_its_row() {
     let run = submit(&wait_args(&manifest, &sim.url), SK).await;
 
     assert_eq!(run.code, Some(6), "{run:?}");
-    let lines = run.lines();
+    let all = run.lines();
+    let (lines, findings) = all.split_at(
+        all.iter()
+            .position(|l| l.starts_with("findings:"))
+            .unwrap_or(all.len()),
+    );
     assert_eq!(sim.created_ids().await, [lines[0]], "{run:?}");
     assert_eq!(lines.len(), 3, "{run:?}");
+    // The failed cluster's scan found nothing this time: HSS's rows for it are older scans'.
+    assert!(findings[0].ends_with("in 1 of 2 cluster(s)"), "{run:?}");
+    assert!(!findings.iter().any(|l| l.contains("cce-bad")), "{run:?}");
     let row = |id: &str| -> Vec<&str> {
         lines[1..]
             .iter()

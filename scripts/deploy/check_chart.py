@@ -58,7 +58,7 @@ SCENARIOS = {
 }
 
 ALERTS = {"HssOperatorDown", "HssOperatorSubmissionUnresolved", "HssOperatorThrottled",
-          "HssOperatorReconcileFailures", "HssOperatorPollStale"}
+          "HssOperatorReconcileFailures", "HssOperatorPollStale", "HssClusterHighRisks"}
 
 
 # prometheus-operator CRD subsets: what the chart emits, strictly (no stray fields).

@@ -23,6 +23,7 @@
 
 pub mod claims;
 mod credentials;
+mod findings;
 pub mod policy;
 pub mod poller;
 pub mod status;
@@ -184,6 +185,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Checked right before every CreateTask POST.
     pub leadership: Leadership,
+    /// Result pages shared by the objects whose findings are read together.
+    pub findings: crate::findings::Caches,
 }
 
 /// What the process shares with this controller: metrics, readiness, leadership, test hooks.
@@ -315,7 +318,10 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
         if let Some(id) = obj.status.as_ref().and_then(|s| s.task_id.as_deref()) {
             ctx.poller.untrack(id);
         }
-        return Ok(Action::await_change());
+        findings::remember(&obj, ctx);
+        if !findings::wanted(&obj) {
+            return Ok(Action::await_change());
+        }
     }
     let api: Api<ClusterScanTask> =
         Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
@@ -364,7 +370,8 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
         Phase::Pending => submit::submit(obj, ctx, &hss, &req).await,
         Phase::Submitting => submit::resolve_attempt(obj, ctx, &hss, &req).await,
         Phase::Submitted | Phase::Running => tracking::follow(obj, ctx, &hss).await,
-        Phase::Succeeded | Phase::PartiallyFailed | Phase::Failed => Ok(Action::await_change()),
+        Phase::Succeeded | Phase::PartiallyFailed => findings::read(obj, ctx, &hss).await,
+        Phase::Failed => Ok(Action::await_change()),
     }
 }
 
@@ -487,6 +494,7 @@ pub async fn run(
         failures: FailureStreaks::default(),
         metrics: runtime.metrics.clone(),
         leadership: runtime.leadership.clone(),
+        findings: Default::default(),
     });
 
     // The poller's triggers go to the controller of the object's namespace.

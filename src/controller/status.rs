@@ -16,6 +16,8 @@ pub const COMPLETE: &str = "Complete";
 pub const FAILED: &str = "Failed";
 pub const THROTTLED: &str = "Throttled";
 pub const CREDENTIALS_READY: &str = "CredentialsReady";
+/// Whether a finished cluster scan's findings are in `status.findings`.
+pub const FINDINGS_READ: &str = "FindingsRead";
 /// True on every final phase (Succeeded, PartiallyFailed, Failed), with the phase as reason:
 /// `kubectl wait --for=condition=Finished` ends on success and failure alike.
 pub const FINISHED: &str = "Finished";

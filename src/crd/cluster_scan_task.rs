@@ -227,6 +227,11 @@ pub struct ClusterScanTaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<ResourceResult>,
 
+    /// What the scan found (cluster_scan): counts by level, the worst risks, bounded. Read
+    /// once the task finished; the FindingsRead condition says why it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<crate::crd::findings::Findings>,
+
     /// How many RetryTask calls were made for failed clusters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,

@@ -300,6 +300,10 @@ pub struct ClusterScanTriggerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
 
+    /// What the last run whose findings were read found (its status.findings, totals only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_findings: Option<RunFindings>,
+
     /// The last hss.scanops.dev/run-now value that was acted on; setting the annotation to
     /// this value again does nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -321,6 +325,21 @@ pub struct ClusterScanTriggerStatus {
     /// The generation the status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A run's findings in the trigger's status: totals of its `status.findings`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunFindings {
+    /// The ClusterScanTask.
+    pub run: String,
+    /// When its findings were read.
+    pub read_at: Time,
+    pub total: crate::crd::findings::LevelCounts,
+    pub clusters_read: u32,
+    pub clusters_with_findings: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_check: Option<crate::crd::findings::SecurityCheck>,
 }
 
 /// What the trigger knows about Nodes matching on.nodeJoined.selector: a creation-time

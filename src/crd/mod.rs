@@ -3,6 +3,7 @@
 
 pub mod cluster_scan_task;
 pub mod cluster_scan_trigger;
+pub mod findings;
 
 pub use cluster_scan_task::{
     ClusterScanTask, ClusterScanTaskSpec, ClusterScanTaskStatus, FINALIZER, Phase,

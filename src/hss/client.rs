@@ -355,6 +355,18 @@ impl HssClient {
         decode(api, answer)
     }
 
+    /// A GET of `api` at `path`: waits for a budget token, sends, decodes the JSON answer.
+    pub(super) async fn get_json<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        path: &str,
+        query: Vec<(String, String)>,
+    ) -> Result<T, Error> {
+        let permit = self.acquire(api).await;
+        let answer = self.send(permit, api, "GET", path, query, None).await?;
+        decode(api, answer)
+    }
+
     // ------------------------------------------------------------------ transport
 
     /// Signs and sends one request, spending `permit`, and reports it to the observer.

@@ -5,6 +5,7 @@
 //! - [`endpoint`]: region table and explicit overrides; [`allow`]: where credentials may go.
 //! - [`text`]: bounds on what servers say.
 //! - [`model`]: request and response bodies.
+//! - [`results`]: the result APIs a finished cluster scan is read with.
 //! - [`budget`]: the per-(credential, project, API) rate budget every call draws from.
 //! - [`client`]: the HTTP client, error decoding and outcome classification.
 
@@ -18,6 +19,7 @@ pub mod endpoint;
 pub mod error;
 pub mod model;
 pub mod resolve;
+pub mod results;
 pub mod signer;
 pub mod text;
 pub mod wire;
@@ -37,17 +39,21 @@ pub enum Api {
     RetryTask,
     ShowTaskStatistics,
     ListClusters,
+    ListClusterRisks,
+    ListClusterReports,
     IamToken,
 }
 
 impl Api {
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 9] = [
         Api::CreateTask,
         Api::ListTasks,
         Api::ListTaskResources,
         Api::RetryTask,
         Api::ShowTaskStatistics,
         Api::ListClusters,
+        Api::ListClusterRisks,
+        Api::ListClusterReports,
         Api::IamToken,
     ];
 
@@ -60,6 +66,8 @@ impl Api {
             Api::RetryTask => "RetryTask",
             Api::ShowTaskStatistics => "ShowTaskStatistics",
             Api::ListClusters => "ListKubernetesClusterDetails",
+            Api::ListClusterRisks => "ListClusterRisks",
+            Api::ListClusterReports => "ListSecurityCheckClusterReports",
             Api::IamToken => "KeystoneCreateUserTokenByPassword",
         }
     }

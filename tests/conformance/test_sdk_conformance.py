@@ -32,7 +32,11 @@ from huaweicloudsdkhss.v5 import (
     CreateTaskRequestBodyIacScanInfo,
     CreateTaskResponse,
     HssClient,
+    ListClusterRisksRequest,
+    ListClusterRisksResponseInfoDataList,
     ListKubernetesClusterDetailsRequest,
+    ListSecurityCheckClusterReportsRequest,
+    SecurityCheckClusterReports,
     ListTaskResourcesRequest,
     ListTaskResourcesRequestBody,
     ListTaskResourcesResponseInfoClusterScanDataList,
@@ -329,6 +333,57 @@ def test_a_specific_cluster_scan_lists_exactly_the_requested_clusters_as_resourc
     wait_for_finished(client, "cluster_scan", task_id)
     rows = list_cluster_resources(client, task_id).cluster_scan_data_list
     assert [r.cluster_id for r in rows] == wanted
+
+
+# ------------------------------------------------------------------------------- findings
+def test_list_cluster_risks_pages_the_findings_of_a_finished_scan_and_filters_by_cluster_and_level(client):
+    clusters = [c.cluster_id for c in client.list_kubernetes_cluster_details(
+        ListKubernetesClusterDetailsRequest(offset=0, limit=200)).cluster_info_list]
+    task_id = create_cluster_scan(client, scan_types=["risk_assessment"], range_type="specific_cluster",
+                                  cluster_ids=clusters).task_id
+    wait_for_finished(client, "cluster_scan", task_id)
+    everything = client.list_cluster_risks(ListClusterRisksRequest(
+        risk_type="risk_assessment", offset=0, limit=200))
+    assert everything.status_code == 200
+    rows = everything.data_list
+    assert everything.total_num == len(rows) and rows, "seeded findings for the simulator's clusters"
+    for row in rows:
+        assert isinstance(row, ListClusterRisksResponseInfoDataList)
+        assert row.cluster_id in clusters and row.risk_id and row.risk_name
+        assert row.risk_level in ("high", "medium", "low", "tips")
+        assert isinstance(row.risk_num, int) and isinstance(row.last_scan_time, int)
+    # Paging: ten at a time (HSS's smallest page) gives the same rows.
+    paged, offset = [], 0
+    while offset < everything.total_num:
+        paged += client.list_cluster_risks(ListClusterRisksRequest(
+            risk_type="risk_assessment", offset=offset, limit=10)).data_list
+        offset += 10
+    assert [r.risk_id for r in paged] == [r.risk_id for r in rows]
+    one = rows[0]
+    filtered = client.list_cluster_risks(ListClusterRisksRequest(
+        risk_type="risk_assessment", cluster_id=one.cluster_id, risk_level=one.risk_level, offset=0, limit=200))
+    assert filtered.data_list and all(
+        r.cluster_id == one.cluster_id and r.risk_level == one.risk_level for r in filtered.data_list)
+    with pytest.raises(ClientRequestException) as err:
+        client.list_cluster_risks(ListClusterRisksRequest(risk_type="risk_assessment", offset=0, limit=500))
+    assert err.value.status_code == 400 and err.value.error_code == "HSS.0001"
+
+
+def test_list_security_check_cluster_reports_counts_what_a_cluster_vul_scan_found(client):
+    clusters = [c.cluster_id for c in client.list_kubernetes_cluster_details(
+        ListKubernetesClusterDetailsRequest(offset=0, limit=200)).cluster_info_list]
+    task_id = create_cluster_scan(client, scan_types=["cluster_vul"], range_type="specific_cluster",
+                                  cluster_ids=clusters[:1]).task_id
+    wait_for_finished(client, "cluster_scan", task_id)
+    response = client.list_security_check_cluster_reports(ListSecurityCheckClusterReportsRequest(
+        cluster_id=clusters[0], offset=0, limit=10))
+    assert response.status_code == 200 and response.total_num == 1
+    report = response.data_list[0]
+    assert isinstance(report, SecurityCheckClusterReports)
+    assert report.cluster_id == clusters[0]
+    assert report.severity in ("Security", "Insecurity")
+    for n in (report.local_image_vul_num, report.risk_config_num, report.privileged_container_num, report.scan_time):
+        assert isinstance(n, int) and n >= 0
 
 
 # ------------------------------------------------------------------------------- authentication

@@ -11,6 +11,7 @@
 //! | Pending | [`invalid_spec`], [`refused`], [`credentials_unavailable`], [`credentials_ready`], [`waiting_for_budget`], [`attempt`] |
 //! | Submitting | [`post_failed`], [`task_known`], [`lookup_failed`], [`lookup_inconclusive`], [`not_created`]; past `--unresolved-after` [`with_notice`], and the ways out [`resubmitted`], [`adopt_refused`] (in `unresolved.rs`) |
 //! | Submitted, Running | [`progressed`], [`awaiting_retry`], [`retried`], [`finished`], [`task_lost`], [`results_unavailable`] (in `following.rs`) |
+//! | Succeeded, PartiallyFailed (cluster_scan) | [`findings_read`], [`findings_unavailable`] (in `findings.rs`) |
 
 use std::time::Duration;
 
@@ -430,8 +431,10 @@ pub fn not_created(obj: &ClusterScanTask) -> Transition {
     }
 }
 
+mod findings;
 mod following;
 mod unresolved;
+pub use findings::*;
 pub use following::*;
 pub use unresolved::*;
 

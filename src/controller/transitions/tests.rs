@@ -448,3 +448,64 @@ fn an_unresolved_attempt_says_so_after_the_deadline_and_offers_ways_out_honoured
         serde_json::from_value(serde_json::json!({RESUBMIT_ANNOTATION: "a-1"})).expect("ann");
     assert_eq!(way_out(&after_resubmit), None, "honoured once");
 }
+
+#[test]
+fn findings_refused_by_hss_are_recorded_once_and_not_retried_transient_ones_are() {
+    let done = with_status(
+        PENDING,
+        serde_json::json!({"phase": "Succeeded", "taskId": "t-1", "results": [
+            {"id": "c1", "status": "success"},
+            {"id": "c2", "status": "failed", "failures": [{"scanType": "cluster_vul", "reason": "x"}]}
+        ]}),
+    );
+    assert!(crate::controller::findings::wanted(&done));
+    let (scope, scanned, failed) = crate::controller::findings::scope(&done);
+    assert_eq!(scope, crate::findings::Scope::All);
+    assert_eq!(scanned.len(), 2);
+    assert_eq!(
+        failed.into_iter().collect::<Vec<_>>(),
+        vec![("c2".to_string(), "cluster_vul".to_string())]
+    );
+
+    // 403 HSS.0013: refused, a Warning, no retry, and never wanted again.
+    let refused = crate::findings::Error::Hss(service_error(403, "HSS.0013", None));
+    let t = findings_unavailable(&done, &refused, at(0));
+    assert_eq!(cond(&t, "FindingsRead"), Some(("False", "FindingsRefused")));
+    assert_eq!(reasons(&t), vec!["FindingsRefused"]);
+    assert_eq!(t.action, Action::await_change());
+    let mut after = done.clone();
+    after.status = Some(t.status.clone());
+    assert!(!crate::controller::findings::wanted(&after));
+
+    // 503: pending, no Event, a retry 10 s on, then as long again as it has been failing.
+    let flaky = crate::findings::Error::Hss(service_error(503, "SVC.0001", None));
+    let t = findings_unavailable(&done, &flaky, at(0));
+    assert_eq!(cond(&t, "FindingsRead"), Some(("False", "FindingsPending")));
+    assert!(t.events.is_empty());
+    assert_eq!(t.action, Action::requeue(Duration::from_secs(10)));
+    let mut failing = done.clone();
+    failing.status = Some(t.status.clone());
+    assert!(crate::controller::findings::wanted(&failing));
+    let t = findings_unavailable(&failing, &flaky, at(60));
+    assert_eq!(t.action, Action::requeue(Duration::from_secs(60)));
+    let t = findings_unavailable(&failing, &flaky, at(3600));
+    assert_eq!(t.action, Action::requeue(Duration::from_secs(300)));
+
+    // Read: the summary, True, one Event (a Warning: there is a high risk).
+    let found: crate::crd::findings::Findings = serde_json::from_value(serde_json::json!({
+        "readAt": "2026-12-05T00:00:00Z", "total": {"high": 1, "medium": 0, "low": 2, "tips": 0},
+        "clustersRead": 2, "clustersWithFindings": 1
+    }))
+    .expect("findings");
+    let t = findings_read(&failing, found, at(3700));
+    assert_eq!(cond(&t, "FindingsRead"), Some(("True", "Read")));
+    assert!(t.events[0].warning);
+    assert!(
+        t.events[0]
+            .note
+            .contains("1 high, 2 low risks in 1 of 2 cluster(s)"),
+        "{:?}",
+        t.events[0]
+    );
+    assert!(t.status.last_error.is_none());
+}

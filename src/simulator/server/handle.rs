@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::{Shared, accept_loop, lock, read, router, write};
 use crate::hss::Api;
+use crate::hss::results::{ClusterReport, ClusterRisk, RiskType};
 use crate::simulator::faults::{FaultPlan, FaultSpec};
 use crate::simulator::state::CreatedTask;
 use crate::simulator::{Error, SimConfig};
@@ -80,6 +81,17 @@ impl Simulator {
     /// Every task created so far, in creation order.
     pub fn created_tasks(&self) -> Vec<CreatedTask> {
         read(&self.shared.store).created()
+    }
+
+    /// Every risky item of `risk_type` HSS holds for `project` now (what ListClusterRisks
+    /// pages through).
+    pub fn cluster_risks(&self, project: &str, risk_type: RiskType) -> Vec<ClusterRisk> {
+        read(&self.shared.store).all_cluster_risks(project, risk_type, tokio::time::Instant::now())
+    }
+
+    /// Every security-check report HSS holds for `project` now.
+    pub fn cluster_reports(&self, project: &str) -> Vec<ClusterReport> {
+        read(&self.shared.store).all_cluster_reports(project, tokio::time::Instant::now())
     }
 
     /// Call counters by (API name as [`Api::as_str`], HTTP status; 0 = connection dropped).

@@ -47,6 +47,7 @@ use crate::hss::model::{
     CreateTaskRequest, CreateTaskResponse, ListTaskResourcesRequest, ListTasksRequest,
     RetryTaskRequest, TaskType,
 };
+use crate::hss::results::{RiskLevel, RiskType};
 use crate::hss::signer;
 
 const MAX_BODY: usize = 1024 * 1024;
@@ -127,6 +128,21 @@ impl Call<'_> {
                 )
             }
         })
+    }
+
+    /// A query parameter that must be one of `T`'s wire names (`required`: must be present).
+    fn enum_query<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        required: bool,
+    ) -> Result<Option<T>, Reply> {
+        match self.query(key).filter(|v| !v.is_empty()) {
+            None if required => Err(Reply::hss("HSS.0001", format!("{key} is required"))),
+            None => Ok(None),
+            Some(v) => serde_json::from_value::<T>(serde_json::Value::from(v))
+                .map(Some)
+                .map_err(|_| Reply::hss("HSS.0001", format!("{key} has an unknown value {v:?}"))),
+        }
     }
 
     fn task_id(&self) -> &str {
@@ -367,6 +383,31 @@ impl Shared {
                 let page = read(&self.store).clusters(name, offset, limit);
                 Ok(Reply::json(StatusCode::OK, &page))
             }
+            Api::ListClusterRisks => {
+                let (offset, limit) = call.paging()?;
+                let risk_type =
+                    call.enum_query::<RiskType>("risk_type", true)?
+                        .ok_or_else(|| {
+                            Reply::hss("HSS.0001", "risk_type must be risk_assessment or benchmark")
+                        })?;
+                let level = call.enum_query::<RiskLevel>("risk_level", false)?;
+                let cluster = call.query("cluster_id").filter(|c| !c.is_empty());
+                let page = read(&self.store).cluster_risks(
+                    call.project,
+                    risk_type,
+                    (cluster, level),
+                    (offset, limit),
+                    now,
+                );
+                Ok(Reply::json(StatusCode::OK, &page))
+            }
+            Api::ListClusterReports => {
+                let (offset, limit) = call.paging()?;
+                let cluster = call.query("cluster_id").filter(|c| !c.is_empty());
+                let page =
+                    read(&self.store).cluster_reports(call.project, cluster, offset, limit, now);
+                Ok(Reply::json(StatusCode::OK, &page))
+            }
             Api::IamToken => Ok(self.iam_token(call.body)),
         }
     }
@@ -441,6 +482,22 @@ async fn clusters(
     project_call(s, Api::ListClusters, p, r).await
 }
 
+async fn cluster_risks(
+    State(s): AppState,
+    p: Result<Path<String>, PathRejection>,
+    r: Request,
+) -> Response {
+    project_call(s, Api::ListClusterRisks, p, r).await
+}
+
+async fn cluster_reports(
+    State(s): AppState,
+    p: Result<Path<String>, PathRejection>,
+    r: Request,
+) -> Response {
+    project_call(s, Api::ListClusterReports, p, r).await
+}
+
 async fn list_resources(
     State(s): AppState,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -483,6 +540,14 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v5/{project_id}/common/task-statistics", get(statistics))
         .route("/v5/{project_id}/kubernetes/clusters", get(clusters))
+        .route(
+            "/v5/{project_id}/container/cluster/risks",
+            get(cluster_risks),
+        )
+        .route(
+            "/v5/{project_id}/security-check/containers/cluster-reports",
+            get(cluster_reports),
+        )
         .route("/v3/auth/tokens", post(iam_tokens))
         .merge(control::routes())
         .fallback(fallback)

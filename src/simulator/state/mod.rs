@@ -8,6 +8,7 @@
 //! This file holds the records and their creation; what the read APIs and RetryTask do with
 //! them is in `queries.rs`.
 
+mod findings;
 mod queries;
 
 use std::collections::{HashMap, HashSet};

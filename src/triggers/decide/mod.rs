@@ -11,7 +11,9 @@ use kube::{ResourceExt, core::Selector};
 use super::{nodes::NodeView, schedule::Schedule};
 use crate::crd::{
     ClusterScanTask, ClusterScanTrigger, ClusterScanTriggerStatus, Phase, RunReason,
-    cluster_scan_trigger::{MAX_TRIGGER_NAME, RUN_NOW_ANNOTATION, RUN_TIME_ANNOTATION},
+    cluster_scan_trigger::{
+        MAX_TRIGGER_NAME, RUN_NOW_ANNOTATION, RUN_TIME_ANNOTATION, RunFindings,
+    },
 };
 use crate::kit::conditions::set as set_condition;
 
@@ -37,6 +39,8 @@ pub struct RunInfo {
     pub created: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub deleting: bool,
+    /// Its findings' totals, once read.
+    pub findings: Option<RunFindings>,
 }
 
 impl RunInfo {
@@ -53,6 +57,16 @@ impl RunInfo {
             created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
             finished_at: status.and_then(|s| s.finished_at.as_ref()).map(|t| t.0),
             deleting: task.metadata.deletion_timestamp.is_some(),
+            findings: status
+                .and_then(|s| s.findings.as_ref())
+                .map(|f| RunFindings {
+                    run: task.name_any(),
+                    read_at: f.read_at.clone(),
+                    total: f.total,
+                    clusters_read: f.clusters_read,
+                    clusters_with_findings: f.clusters_with_findings,
+                    security_check: f.security_check.clone(),
+                }),
         }
     }
 

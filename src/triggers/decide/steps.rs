@@ -139,6 +139,12 @@ impl<'a> Draft<'a> {
             .max();
         self.st.last_successful_time =
             max_time(self.old.last_successful_time.clone(), success.map(Time));
+        // The latest findings read, kept when that run is pruned.
+        self.st.last_findings = runs
+            .iter()
+            .filter_map(|r| r.findings.clone())
+            .chain(self.old.last_findings.clone())
+            .max_by(|a, b| a.read_at.0.cmp(&b.read_at.0).then(a.run.cmp(&b.run)));
         let prune = |keep: u32, pred: &dyn Fn(&RunInfo) -> bool| -> Vec<String> {
             let finished: Vec<&&RunInfo> = runs.iter().filter(|r| !r.deleting && pred(r)).collect();
             let excess = finished.len().saturating_sub(keep as usize);

@@ -38,6 +38,7 @@ fn run(name: &str, phase: Phase, run_time: &str) -> RunInfo {
         created: Some(ts(run_time)),
         finished_at: phase.is_final().then(|| ts(run_time)),
         deleting: false,
+        findings: None,
     }
 }
 
@@ -510,4 +511,35 @@ fn cooldowns_parse_like_the_crd_admits_them() {
     for (text, secs) in cases {
         assert_eq!(parse_cooldown(text).map(|d| d.as_secs()), secs, "{text:?}");
     }
+}
+
+#[test]
+fn the_latest_findings_read_are_shown_and_outlive_the_pruned_run() {
+    use crate::crd::{cluster_scan_trigger::RunFindings, findings::LevelCounts};
+    let t = trigger(json!({"successfulRunsHistoryLimit": 1}), json!({}));
+    let found = |run: &str, at: &str, high: u32| RunFindings {
+        run: run.into(),
+        read_at: Time(ts(at)),
+        total: LevelCounts {
+            high,
+            ..LevelCounts::default()
+        },
+        clusters_read: 3,
+        clusters_with_findings: 1,
+        security_check: None,
+    };
+    let mut r1 = run("r1", Phase::Succeeded, "2030-01-01T00:01:00Z");
+    r1.findings = Some(found("r1", "2030-01-01T00:02:00Z", 2));
+    let mut r2 = run("r2", Phase::Succeeded, "2030-01-01T00:03:00Z");
+    r2.findings = Some(found("r2", "2030-01-01T00:04:00Z", 0));
+    let r3 = run("r3", Phase::Succeeded, "2030-01-01T00:05:00Z"); // findings not read yet
+    let d = decide_at(&t, "2030-01-01T00:06:00Z", &[r1, r2.clone(), r3.clone()]);
+    let last = d.status.last_findings.clone().expect("lastFindings");
+    assert_eq!((last.run.as_str(), last.total.high), ("r2", 0));
+    // r2 pruned: the trigger still shows what it found.
+    let d = decide_at(&with_status(&t, &d), "2030-01-01T00:07:00Z", &[r3]);
+    assert_eq!(
+        d.status.last_findings.map(|f| f.run),
+        Some("r2".to_string())
+    );
 }

@@ -1,0 +1,117 @@
+//! Reading a finished cluster scan's findings into `status.findings`, once, after the task
+//! finished (see [`crate::findings`] for the protocol and its budget).
+//!
+//! Guarantees: the phase and `Complete` do not wait for the findings (a scan that finished is
+//! finished even when its findings cannot be read); `FindingsRead` says whether they were read,
+//! are still to be read (transient failure, retried with backoff) or cannot be (HSS refused the
+//! result APIs: recorded once, not retried).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+
+use super::{Context, Error, status, transitions};
+use crate::{
+    crd::{ClusterScanTask, Phase},
+    findings::{self, Scope},
+    hss::{
+        HssClient,
+        model::{RangeType, TaskType},
+    },
+    kit::conditions,
+};
+
+/// Reason of `FindingsRead=False` when HSS refused the result APIs (not retried).
+pub const REFUSED: &str = "FindingsRefused";
+
+/// Whether `obj` has findings still to read. Pure.
+pub fn wanted(obj: &ClusterScanTask) -> bool {
+    let Some(st) = obj.status.as_ref() else {
+        return false;
+    };
+    obj.spec.task_type == TaskType::ClusterScan
+        && matches!(st.phase, Some(Phase::Succeeded | Phase::PartiallyFailed))
+        && st.findings.is_none()
+        && obj
+            .spec
+            .cluster_scan
+            .as_ref()
+            .is_some_and(|c| !c.scan_types.is_empty())
+        && !conditions::get(&st.conditions, status::FINDINGS_READ)
+            .is_some_and(|c| c.status == "False" && c.reason == REFUSED)
+}
+
+/// The clusters the task covered, and the (cluster, scan type) pairs that failed in it. Pure.
+pub fn scope(obj: &ClusterScanTask) -> (Scope, BTreeSet<String>, BTreeSet<(String, String)>) {
+    let rows = obj
+        .status
+        .as_ref()
+        .map(|s| s.results.as_slice())
+        .unwrap_or_default();
+    let mut scanned: BTreeSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let failed = rows
+        .iter()
+        .flat_map(|r| {
+            r.failures
+                .iter()
+                .filter_map(|f| f.scan_type.clone().map(|t| (r.id.clone(), t)))
+        })
+        .collect();
+    let scope = match obj.spec.cluster_scan.as_ref() {
+        Some(c) if c.range_type == RangeType::SpecificCluster => {
+            let ids: BTreeSet<String> = c.cluster_ids.iter().flatten().cloned().collect();
+            scanned.extend(ids.iter().cloned());
+            Scope::Only(ids)
+        }
+        _ => Scope::All,
+    };
+    (scope, scanned, failed)
+}
+
+/// Reads the findings and records them (status, Event, gauges).
+pub(super) async fn read(
+    obj: Arc<ClusterScanTask>,
+    ctx: &Context,
+    hss: &HssClient,
+) -> Result<Action, Error> {
+    let scan_types = obj
+        .spec
+        .cluster_scan
+        .as_ref()
+        .map(|c| c.scan_types.clone())
+        .unwrap_or_default();
+    let (scope, scanned, failed) = scope(&obj);
+    // Pages fetched after this task was seen finished may serve it (and the objects that
+    // finished with it).
+    let not_before = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_ref())
+        .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let shared = findings::Shared {
+        caches: &ctx.findings,
+        not_before,
+    };
+    let t = match findings::read(hss, &scan_types, &scope, Some(shared)).await {
+        Ok(read) => {
+            let now = jiff::Timestamp::now();
+            let summary = findings::summarize(&read, &scanned, &failed, now);
+            ctx.metrics
+                .findings
+                .record(&summary.clusters, now.as_millisecond());
+            transitions::findings_read(&obj, summary.findings, now)
+        }
+        Err(e) => transitions::findings_unavailable(&obj, &e, jiff::Timestamp::now()),
+    };
+    Ok(ctx.commit(&obj, t).await?.1)
+}
+
+/// A final object's recorded findings back into the gauges (after a restart, say).
+pub(super) fn remember(obj: &ClusterScanTask, ctx: &Context) {
+    if let Some(f) = obj.status.as_ref().and_then(|s| s.findings.as_ref()) {
+        ctx.metrics
+            .findings
+            .record(&f.clusters, f.read_at.0.as_millisecond());
+    }
+}

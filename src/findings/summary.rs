@@ -1,0 +1,208 @@
+//! From the rows HSS returned to the bounded `status.findings`. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::Read;
+use crate::{
+    crd::findings::{
+        ClusterFindings, Findings, LevelCounts, MAX_CLUSTERS, MAX_TOP_RISKS, MAX_TOP_RISKS_OVERALL,
+        RiskSummary, ScanFindings, SecurityCheck,
+    },
+    hss::{
+        results::{ClusterRisk, RiskLevel, RiskType},
+        text::{NAME, bounded, bounded_opt},
+    },
+};
+
+/// Category strings are HSS's short enum names.
+const CATEGORY: usize = 64;
+
+/// The bounded summary, and every cluster's findings (for metrics, which are not capped at
+/// [`MAX_CLUSTERS`]), worst first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub findings: Findings,
+    pub clusters: Vec<ClusterFindings>,
+}
+
+fn time_ms(ms: i64) -> Option<Time> {
+    Timestamp::from_millisecond(ms).ok().map(Time)
+}
+
+fn add_level(c: &mut LevelCounts, level: RiskLevel) {
+    match level {
+        RiskLevel::High => c.high = c.high.saturating_add(1),
+        RiskLevel::Medium => c.medium = c.medium.saturating_add(1),
+        RiskLevel::Low => c.low = c.low.saturating_add(1),
+        RiskLevel::Tips => c.tips = c.tips.saturating_add(1),
+        RiskLevel::Unknown => {}
+    }
+}
+
+fn risk_summary(r: &ClusterRisk, with_cluster: bool) -> RiskSummary {
+    RiskSummary {
+        name: bounded(r.risk_name.as_deref().unwrap_or("(unnamed)"), NAME),
+        level: r.risk_level.as_str().to_string(),
+        category: bounded_opt(r.risk_category.as_deref(), CATEGORY),
+        count: r.risk_num.unwrap_or(1).max(0),
+        cluster_id: with_cluster.then(|| bounded(&r.cluster_id, NAME)),
+    }
+}
+
+/// Worst first: more severe level, then more affected resources, then name.
+fn worst_first(a: &ClusterRisk, b: &ClusterRisk) -> std::cmp::Ordering {
+    a.risk_level
+        .cmp(&b.risk_level)
+        .then(b.risk_num.unwrap_or(0).cmp(&a.risk_num.unwrap_or(0)))
+        .then(a.risk_name.cmp(&b.risk_name))
+}
+
+fn severity_key(c: &ClusterFindings) -> (std::cmp::Reverse<[u32; 4]>, std::cmp::Reverse<i64>) {
+    let n = c.counts();
+    (
+        std::cmp::Reverse([n.high, n.medium, n.low, n.tips]),
+        std::cmp::Reverse(c.security_check.as_ref().map_or(0, SecurityCheck::total)),
+    )
+}
+
+/// Summarises `read`. `scanned` are the clusters the task scanned as far as known (they count
+/// in `clustersRead` even without findings); `failed` are (cluster, scan type) pairs whose scan
+/// failed in this task: HSS's rows for them are older scans' and are dropped.
+pub fn summarize(
+    read: &Read,
+    scanned: &BTreeSet<String>,
+    failed: &BTreeSet<(String, String)>,
+    now: Timestamp,
+) -> Summary {
+    let is_failed = |cluster: &str, scan_type: &str| {
+        failed.contains(&(cluster.to_string(), scan_type.to_string()))
+    };
+    // cluster -> risk type -> rows
+    let mut by_cluster: BTreeMap<&str, BTreeMap<RiskType, Vec<&ClusterRisk>>> = BTreeMap::new();
+    for (rt, r) in &read.risks {
+        if is_failed(&r.cluster_id, rt.as_str()) {
+            continue;
+        }
+        by_cluster
+            .entry(r.cluster_id.as_str())
+            .or_default()
+            .entry(*rt)
+            .or_default()
+            .push(r);
+    }
+    let mut checks: BTreeMap<&str, SecurityCheck> = BTreeMap::new();
+    for r in &read.reports {
+        if is_failed(&r.cluster_id, "cluster_vul") {
+            continue;
+        }
+        checks.insert(
+            r.cluster_id.as_str(),
+            SecurityCheck {
+                image_vulnerabilities: r.local_image_vul_num.unwrap_or(0).max(0),
+                risky_configs: r.risk_config_num.unwrap_or(0).max(0),
+                privileged_containers: r.privileged_container_num.unwrap_or(0).max(0),
+                scanned_at: r.scan_time.and_then(time_ms),
+            },
+        );
+    }
+    let ids: BTreeSet<&str> = by_cluster.keys().chain(checks.keys()).copied().collect();
+    let mut clusters: Vec<ClusterFindings> = ids
+        .iter()
+        .map(|id| {
+            let scans = by_cluster
+                .get(id)
+                .map(|types| {
+                    types
+                        .iter()
+                        .map(|(rt, rows)| {
+                            let mut counts = LevelCounts::default();
+                            for r in rows {
+                                add_level(&mut counts, r.risk_level);
+                            }
+                            let mut sorted = rows.clone();
+                            sorted.sort_by(|a, b| worst_first(a, b));
+                            ScanFindings {
+                                scan_type: rt.as_str().to_string(),
+                                counts,
+                                scanned_at: rows
+                                    .iter()
+                                    .filter_map(|r| r.last_scan_time)
+                                    .max()
+                                    .and_then(time_ms),
+                                top_risks: sorted
+                                    .iter()
+                                    .take(MAX_TOP_RISKS)
+                                    .map(|r| risk_summary(r, false))
+                                    .collect(),
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ClusterFindings {
+                cluster_id: bounded(id, NAME),
+                scans,
+                security_check: checks.get(id).cloned(),
+            }
+        })
+        .collect();
+    clusters.sort_by(|a, b| {
+        severity_key(a)
+            .cmp(&severity_key(b))
+            .then(a.cluster_id.cmp(&b.cluster_id))
+    });
+
+    let mut total = LevelCounts::default();
+    for c in &clusters {
+        total.add(&c.counts());
+    }
+    let security_check = (!read.reports.is_empty() || !checks.is_empty()).then(|| {
+        checks
+            .values()
+            .fold(SecurityCheck::default(), |mut acc, c| {
+                acc.image_vulnerabilities = acc
+                    .image_vulnerabilities
+                    .saturating_add(c.image_vulnerabilities);
+                acc.risky_configs = acc.risky_configs.saturating_add(c.risky_configs);
+                acc.privileged_containers = acc
+                    .privileged_containers
+                    .saturating_add(c.privileged_containers);
+                acc
+            })
+    });
+    let mut all: Vec<&ClusterRisk> = by_cluster
+        .values()
+        .flat_map(|types| types.values().flatten().copied())
+        .collect();
+    all.sort_by(|a, b| worst_first(a, b).then(a.cluster_id.cmp(&b.cluster_id)));
+    let with_findings = clusters
+        .iter()
+        .filter(|c| {
+            c.counts().total() > 0 || c.security_check.as_ref().is_some_and(|s| s.total() > 0)
+        })
+        .count();
+    let read_count = scanned.len().max(clusters.len());
+    let listed: Vec<ClusterFindings> = clusters.iter().take(MAX_CLUSTERS).cloned().collect();
+    let omitted = clusters.len().saturating_sub(MAX_CLUSTERS);
+    Summary {
+        findings: Findings {
+            read_at: Time(now),
+            total,
+            clusters_read: u32::try_from(read_count).unwrap_or(u32::MAX),
+            clusters_with_findings: u32::try_from(with_findings).unwrap_or(u32::MAX),
+            security_check,
+            top_risks: all
+                .iter()
+                .take(MAX_TOP_RISKS_OVERALL)
+                .map(|r| risk_summary(r, true))
+                .collect(),
+            clusters: listed,
+            clusters_omitted: (omitted > 0).then(|| u32::try_from(omitted).unwrap_or(u32::MAX)),
+            incomplete: read.incomplete,
+        },
+        clusters,
+    }
+}

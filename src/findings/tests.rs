@@ -1,0 +1,273 @@
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::crd::findings::{MAX_CLUSTERS, MAX_TOP_RISKS};
+use crate::hss::results::RiskLevel;
+
+fn risk(cluster: &str, i: usize, level: RiskLevel, num: i64) -> ClusterRisk {
+    ClusterRisk {
+        risk_id: Some(format!("{cluster}-{i}")),
+        risk_name: Some(format!("risk {i}")),
+        cluster_id: cluster.to_string(),
+        cluster_name: None,
+        risk_level: level,
+        risk_category: Some("workload".into()),
+        risk_num: Some(num),
+        last_scan_time: Some(1_700_000_000_000 + i as i64),
+        description: None,
+        remediation: None,
+    }
+}
+
+type Page = std::future::Ready<Result<(i64, Vec<ClusterRisk>), hss::Error>>;
+
+/// A listing of `rows` served the way HSS pages it.
+fn serve(rows: Vec<ClusterRisk>) -> impl Fn(Option<String>, u32) -> Page {
+    move |cluster: Option<String>, offset: u32| {
+        let matching: Vec<ClusterRisk> = rows
+            .iter()
+            .filter(|r| cluster.as_deref().is_none_or(|c| r.cluster_id == c))
+            .cloned()
+            .collect();
+        let total = matching.len() as i64;
+        let page = matching
+            .into_iter()
+            .skip(offset as usize)
+            .take(MAX_PAGE as usize)
+            .collect();
+        std::future::ready(Ok((total, page)))
+    }
+}
+
+fn ids(n: usize) -> BTreeSet<String> {
+    (0..n).map(|i| format!("c{i:04}")).collect()
+}
+
+async fn listing(
+    scope: &Scope,
+    rows: Vec<ClusterRisk>,
+) -> (Vec<ClusterRisk>, Vec<Option<String>>, bool) {
+    let page = serve(rows);
+    let calls = RefCell::new(Vec::new());
+    let (got, n, cut) = read_rows(scope, |c, off| {
+        calls.borrow_mut().push((c.clone(), off));
+        page(c, off)
+    })
+    .await
+    .expect("reads");
+    let calls = calls.into_inner();
+    assert_eq!(
+        calls.len() as u32,
+        n,
+        "the count of calls is the calls made"
+    );
+    (got, calls.into_iter().map(|(c, _)| c).collect(), cut)
+}
+
+#[tokio::test]
+async fn one_cluster_is_read_with_its_filter_only() {
+    let rows = vec![
+        risk("a", 0, RiskLevel::High, 1),
+        risk("b", 1, RiskLevel::Low, 1),
+    ];
+    let (got, calls, cut) = listing(&Scope::Only(["a".to_string()].into()), rows).await;
+    assert_eq!(calls, vec![Some("a".to_string())]);
+    assert_eq!(got.len(), 1);
+    assert!(!cut);
+}
+
+#[tokio::test]
+async fn one_unfiltered_listing_serves_many_clusters_and_drops_the_others() {
+    // 30 clusters of the task, 10 others, 4 risks each: 160 rows, one page.
+    let rows: Vec<ClusterRisk> = ids(40)
+        .iter()
+        .flat_map(|c| (0..4).map(move |i| risk(c, i, RiskLevel::Medium, 2)))
+        .collect();
+    let scope = Scope::Only(ids(30));
+    let (got, calls, _) = listing(&scope, rows).await;
+    assert_eq!(calls, vec![None], "one call for 30 clusters");
+    assert_eq!(got.len(), 120);
+    assert!(got.iter().all(|r| scope.contains(&r.cluster_id)));
+}
+
+#[tokio::test]
+async fn a_project_far_larger_than_the_task_is_read_per_cluster() {
+    // 2 clusters of the task among 1,000 with 4 risks each: 20 pages unfiltered vs 2 filtered.
+    let rows: Vec<ClusterRisk> = ids(1000)
+        .iter()
+        .flat_map(|c| (0..4).map(move |i| risk(c, i, RiskLevel::Low, 1)))
+        .collect();
+    let scope = Scope::Only(ids(2));
+    let (got, calls, cut) = listing(&scope, rows).await;
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[0], None);
+    assert_eq!(got.len(), 8);
+    assert!(!cut);
+}
+
+#[tokio::test]
+async fn every_cluster_pages_through_and_stops_at_the_page_cap() {
+    let rows: Vec<ClusterRisk> = ids(300)
+        .iter()
+        .flat_map(|c| (0..2).map(move |i| risk(c, i, RiskLevel::Tips, 1)))
+        .collect();
+    let (got, calls, cut) = listing(&Scope::All, rows.clone()).await;
+    assert_eq!((got.len(), calls.len(), cut), (600, 3, false));
+
+    let many: Vec<ClusterRisk> = ids(3000)
+        .iter()
+        .flat_map(|c| (0..2).map(move |i| risk(c, i, RiskLevel::Tips, 1)))
+        .collect();
+    let (got, calls, cut) = listing(&Scope::All, many).await;
+    assert_eq!(calls.len() as u32, MAX_PAGES);
+    assert_eq!(got.len(), (MAX_PAGES * MAX_PAGE) as usize);
+    assert!(cut, "a cut listing is reported incomplete");
+}
+
+#[test]
+fn counts_by_level_drop_failed_scans_and_order_the_worst_first() {
+    let read = Read {
+        risks: vec![
+            (RiskType::RiskAssessment, risk("a", 0, RiskLevel::Low, 9)),
+            (RiskType::RiskAssessment, risk("a", 1, RiskLevel::High, 1)),
+            (RiskType::RiskAssessment, risk("a", 2, RiskLevel::High, 5)),
+            (RiskType::RiskAssessment, risk("a", 3, RiskLevel::Medium, 5)),
+            (RiskType::Benchmark, risk("b", 0, RiskLevel::Medium, 1)),
+            // b's risk_assessment failed in this task: its rows are an older scan's.
+            (RiskType::RiskAssessment, risk("b", 1, RiskLevel::High, 1)),
+            (RiskType::Benchmark, risk("c", 0, RiskLevel::Unknown, 1)),
+        ],
+        reports: vec![],
+        incomplete: false,
+        calls: 3,
+    };
+    let failed = [("b".to_string(), "risk_assessment".to_string())].into();
+    let scanned = ["a", "b", "c", "d"].map(String::from).into();
+    let s = summarize(&read, &scanned, &failed, jiff::Timestamp::UNIX_EPOCH);
+    let f = &s.findings;
+    assert_eq!(
+        (f.total.high, f.total.medium, f.total.low, f.total.tips),
+        (2, 2, 1, 0)
+    );
+    assert_eq!(f.clusters_read, 4);
+    assert_eq!(
+        f.clusters_with_findings, 2,
+        "c's only risk has an unknown level"
+    );
+    assert_eq!(f.clusters[0].cluster_id, "a");
+    let a = &f.clusters[0].scans[0];
+    assert_eq!(a.top_risks.len(), MAX_TOP_RISKS);
+    assert_eq!(
+        a.top_risks
+            .iter()
+            .map(|r| (r.level.as_str(), r.count))
+            .collect::<Vec<_>>(),
+        vec![("high", 5), ("high", 1), ("medium", 5)]
+    );
+    assert_eq!(f.top_risks[0].cluster_id.as_deref(), Some("a"));
+    assert!(
+        f.describe()
+            .starts_with("2 high, 2 medium, 1 low risks in 2 of 4 cluster(s)"),
+        "{}",
+        f.describe()
+    );
+}
+
+#[test]
+fn a_thousand_clusters_stay_well_under_the_object_limit() {
+    let read = Read {
+        risks: ids(1000)
+            .iter()
+            .flat_map(|c| {
+                RiskType::ALL.into_iter().flat_map(move |t| {
+                    (0..6).map(move |i| (t, risk(c, i, RiskLevel::ALL[i % 4], 3)))
+                })
+            })
+            .collect(),
+        reports: ids(1000)
+            .iter()
+            .map(|c| ClusterReport {
+                report_id: None,
+                cluster_id: c.clone(),
+                cluster_name: None,
+                cluster_category: None,
+                severity: None,
+                local_image_vul_num: Some(4),
+                risk_config_num: Some(2),
+                privileged_container_num: Some(1),
+                scan_time: Some(1_700_000_000_000),
+            })
+            .collect(),
+        incomplete: false,
+        calls: 30,
+    };
+    let s = summarize(
+        &read,
+        &ids(1000),
+        &BTreeSet::new(),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    let bytes = serde_json::to_vec(&s.findings).expect("serialises").len();
+    eprintln!("status.findings at 1,000 clusters: {bytes} bytes");
+    assert!(bytes < 64 * 1024, "status.findings is {bytes} bytes");
+    assert_eq!(s.findings.clusters.len(), MAX_CLUSTERS);
+    assert_eq!(s.findings.clusters_omitted, Some(950));
+    assert_eq!(s.clusters.len(), 1000, "metrics see every cluster");
+    assert_eq!(s.findings.total.high, 1000 * 2 * 2);
+    assert_eq!(
+        s.findings
+            .security_check
+            .as_ref()
+            .map(|c| c.image_vulnerabilities),
+        Some(4000)
+    );
+}
+
+#[test]
+fn gauges_keep_the_latest_read_per_cluster_and_a_bounded_number_of_clusters() {
+    let m = crate::metrics::Metrics::new();
+    let summary = |level: RiskLevel| {
+        let read = Read {
+            risks: vec![(RiskType::Benchmark, risk("a", 0, level, 1))],
+            ..Read::default()
+        };
+        summarize(
+            &read,
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+        .clusters
+    };
+    m.findings.record(&summary(RiskLevel::High), 2_000);
+    m.findings.record(&summary(RiskLevel::Low), 1_000); // an older read: ignored
+    let text = m.encode();
+    assert!(
+        text.contains(
+            r#"hss_operator_findings{cluster_id="a",scan_type="benchmark",level="high"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"hss_operator_findings{cluster_id="a",scan_type="benchmark",level="low"} 0"#
+        )
+    );
+    m.findings.record(&summary(RiskLevel::Low), 3_000);
+    let text = m.encode();
+    assert!(
+        text.contains(
+            r#"hss_operator_findings{cluster_id="a",scan_type="benchmark",level="high"} 0"#
+        )
+    );
+
+    let many: Vec<_> = (0..gauges::MAX_CLUSTERS + 10)
+        .map(|i| crate::crd::findings::ClusterFindings {
+            cluster_id: format!("x{i}"),
+            ..Default::default()
+        })
+        .collect();
+    m.findings.record(&many, 4_000);
+    assert_eq!(m.findings.clusters(), gauges::MAX_CLUSTERS);
+}
