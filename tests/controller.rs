@@ -643,9 +643,10 @@ async fn an_unresolved_attempt_says_so_and_its_ways_out_are_honoured() {
         .await
         .expect("create");
     wait_for(&api, "adopt-me", 30, unresolved).await;
-    // Another object's task is refused.
+    // Another object's task is refused (by the claims alone: no HSS call needed). ListTasks
+    // still fails meanwhile, so no lookup can take `named`, which matches this object's
+    // request and was created just before its attempt.
     annotate("adopt-me", "hss.scanops.dev/adopt-task", theirs).await;
-    sim.clear_faults();
     wait_for(&api, "adopt-me", 30, |o| {
         o.status.as_ref().is_some_and(|s| {
             s.conditions
@@ -655,7 +656,21 @@ async fn an_unresolved_attempt_says_so_and_its_ways_out_are_honoured() {
     })
     .await;
     await_event(&client, &ns, "adopt-me", "AdoptRefused").await;
-    annotate("adopt-me", "hss.scanops.dev/adopt-task", named.clone()).await;
+    // Name the right task, and let HSS answer only once the operator has seen the name: a
+    // status write after the annotation comes from a reconcile that read it (writes are
+    // conditional on the resourceVersion), and every later one takes the named way out.
+    let patched = api
+        .patch(
+            "adopt-me",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                "hss.scanops.dev/adopt-task": named.clone()}}})),
+        )
+        .await
+        .expect("annotate")
+        .resource_version();
+    wait_for(&api, "adopt-me", 30, |o| o.resource_version() != patched).await;
+    sim.clear_faults();
     let adopted = wait_for(&api, "adopt-me", 30, |o| phase(o) == Some(Phase::Succeeded)).await;
     let st = adopted.status.expect("status");
     assert_eq!(st.task_id.as_deref(), Some(named.as_str()));
