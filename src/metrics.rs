@@ -45,7 +45,7 @@ use crate::{crd::Phase, hss::Api};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every `api` label value: the [`Api::as_str`] names, in [`Api::ALL`] order.
-pub const API_LABELS: [&str; 9] = [
+pub const API_LABELS: [&str; 10] = [
     "CreateTask",
     "ListTasks",
     "ListTaskResources",
@@ -54,6 +54,7 @@ pub const API_LABELS: [&str; 9] = [
     "ListKubernetesClusterDetails",
     "ListClusterRisks",
     "ListSecurityCheckClusterReports",
+    "ListIacFileRisks",
     "KeystoneCreateUserTokenByPassword",
 ];
 

@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::{
     config::{self, HssArgs, Overrides},
     crd::{ClusterScanTask, findings::Findings},
-    findings::{self, Scope, gate::FailOn},
+    findings::{self, gate::FailOn},
     hss::{
         self, Api, HssClient,
         client::{MAX_PAGE, Outcome},
@@ -436,7 +436,7 @@ pub async fn follow(
     Ok(true)
 }
 
-/// Reads a finished cluster scan's findings into `report` and applies `--fail-on`.
+/// Reads a finished scan's findings into `report` and applies `--fail-on`.
 async fn gate(
     client: &HssClient,
     spec: &crate::crd::ClusterScanTaskSpec,
@@ -444,28 +444,18 @@ async fn gate(
     fail_on: Option<FailOn>,
     exit: Exit,
 ) -> Exit {
-    let Some(scan) = spec.cluster_scan.as_ref() else {
-        return exit;
-    };
-    let scope = match scan.range_type {
-        RangeType::SpecificCluster => {
-            Scope::Only(scan.cluster_ids.iter().flatten().cloned().collect())
-        }
-        RangeType::AllCluster => Scope::All,
-    };
-    let mut scanned: BTreeSet<String> = report.results.iter().map(|r| r.id.clone()).collect();
-    if let Scope::Only(ids) = &scope {
-        scanned.extend(ids.iter().cloned());
-    }
-    match findings::read(client, &scan.scan_types, &scope, None).await {
-        Ok(read) => {
-            let summary = findings::summarize(
-                &read,
-                &scanned,
-                &report.failed_scans,
-                jiff::Timestamp::now(),
-            );
-            let f = summary.findings;
+    let scanned: BTreeSet<String> = report.results.iter().map(|r| r.id.clone()).collect();
+    let failed_files: BTreeSet<String> = report
+        .results
+        .iter()
+        .filter(|r| r.status == ScanStatus::Failed)
+        .map(|r| r.id.clone())
+        .collect();
+    let read =
+        findings::gate::read(client, spec, &scanned, &report.failed_scans, &failed_files).await;
+    match read {
+        None => exit,
+        Some(Ok(f)) => {
             let tripped = fail_on.map_or(0, |level| findings::gate::tripped(&f, level));
             report.findings = Some(f);
             if tripped > 0 {
@@ -473,7 +463,7 @@ async fn gate(
             }
             exit
         }
-        Err(e) => {
+        Some(Err(e)) => {
             tracing::warn!(error = %crate::report_error(&e), "failed to read the findings");
             report.findings_error = Some(e.category());
             if fail_on.is_some() && exit == Exit::Ok {
@@ -552,7 +542,7 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
         } else {
             Exit::Ok
         };
-        if finished && report.task_type == TaskType::ClusterScan {
+        if finished {
             exit = gate(&client, spec, &mut report, args.fail_on, exit).await;
         }
         if args.output == OutputFormat::Text {

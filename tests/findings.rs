@@ -259,3 +259,117 @@ async fn a_finished_scan_records_what_the_simulator_holds_in_status_events_metri
         "one task per scan: the object's and two submits'"
     );
 }
+
+#[tokio::test]
+async fn an_iac_scan_records_each_files_risks_and_leaves_out_the_file_that_failed() {
+    let client = admin().await;
+    let ns = namespace(&client, "iac-findings").await;
+    let sim = Simulator::start(SimConfig {
+        seed: 11,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let admin_port = free_port();
+    let log = repo().join("target/findings-iac-operator.log");
+    let _ = std::fs::remove_file(&log);
+    let _op = harness::OperatorProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
+        &control_plane().kubeconfig,
+        &ns,
+        &sim.base_url(),
+        &log,
+    )
+    .args([
+        "--budget-per-minute",
+        "0",
+        "--poll-interval",
+        "1s",
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+    ])
+    .spawn()
+    .expect("start hss-operator run");
+    // File ids starting with "bad" fail in the simulator.
+    let files = ["app-deploy", "web-chart", "worker-job", "bad-values"];
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &scan(
+            "iac",
+            serde_json::json!({"taskType": "iac_scan",
+                "iacScan": {"fileType": "k8s_yaml", "fileIds": files}}),
+        ),
+    )
+    .await
+    .expect("create");
+    let done = wait_for(&api, "iac", 90, |o| {
+        condition(o, "FindingsRead").is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(phase(&done), Some(Phase::PartiallyFailed));
+    let found = done
+        .status
+        .as_ref()
+        .and_then(|s| s.findings.clone())
+        .expect("status.findings");
+
+    let mut total = LevelCounts::default();
+    let mut with = 0;
+    for file in &files[..3] {
+        let rows = sim.iac_file_risks("proj", file);
+        let mut c = LevelCounts::default();
+        for r in &rows {
+            match r.risk_level {
+                RiskLevel::High => c.high += 1,
+                RiskLevel::Medium => c.medium += 1,
+                RiskLevel::Low => c.low += 1,
+                RiskLevel::Tips => c.tips += 1,
+                RiskLevel::Unknown => {}
+            }
+        }
+        total.add(&c);
+        if c.total() > 0 {
+            with += 1;
+            let listed = found
+                .files
+                .iter()
+                .find(|f| f.file_id == *file)
+                .unwrap_or_else(|| panic!("{file} missing: {found:?}"));
+            assert_eq!(listed.counts, c, "{file}");
+        }
+        let metrics = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        let line = format!(
+            "hss_operator_iac_findings{{file_id=\"{file}\",level=\"high\"}} {}",
+            c.high
+        );
+        assert!(c.total() == 0 || metrics.contains(&line), "{line}");
+    }
+    assert!(total.total() > 0, "seed 11 gives these files risks");
+    assert_eq!(found.total, total);
+    assert_eq!(
+        (found.files_read, found.files_with_findings),
+        (Some(3), Some(with))
+    );
+    assert!(sim.iac_file_risks("proj", "bad-values").is_empty());
+    assert!(!found.files.iter().any(|f| f.file_id == "bad-values"));
+
+    // submit gates on the same files.
+    let manifest = format!(
+        "apiVersion: hss.scanops.dev/v1alpha1\nkind: ClusterScanTask\nmetadata: {{name: gate}}\n\
+         spec:\n  taskType: iac_scan\n  iacScan:\n    fileType: k8s_yaml\n    fileIds: [{}]\n",
+        files[..3].join(", ")
+    );
+    let (code, stdout) = submit(&sim, &manifest, &["--fail-on", "tips", "-o", "json"]).await;
+    assert_eq!(code, Some(8), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(
+        report["findings"]["total"],
+        serde_json::to_value(total).expect("json")
+    );
+}

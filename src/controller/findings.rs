@@ -1,5 +1,5 @@
-//! Reading a finished cluster scan's findings into `status.findings`, once, after the task
-//! finished (see [`crate::findings`] for the protocol and its budget).
+//! Reading a finished scan's findings (cluster_scan or iac_scan) into `status.findings`, once,
+//! after the task finished (see [`crate::findings`] for the protocol and its budget).
 //!
 //! Guarantees: the phase and `Complete` do not wait for the findings (a scan that finished is
 //! finished even when its findings cannot be read); `FindingsRead` says whether they were read,
@@ -30,14 +30,21 @@ pub fn wanted(obj: &ClusterScanTask) -> bool {
     let Some(st) = obj.status.as_ref() else {
         return false;
     };
-    obj.spec.task_type == TaskType::ClusterScan
-        && matches!(st.phase, Some(Phase::Succeeded | Phase::PartiallyFailed))
-        && st.findings.is_none()
-        && obj
+    let has_scope = match obj.spec.task_type {
+        TaskType::ClusterScan => obj
             .spec
             .cluster_scan
             .as_ref()
-            .is_some_and(|c| !c.scan_types.is_empty())
+            .is_some_and(|c| !c.scan_types.is_empty()),
+        TaskType::IacScan => obj
+            .spec
+            .iac_scan
+            .as_ref()
+            .is_some_and(|i| !i.file_ids.is_empty()),
+    };
+    has_scope
+        && matches!(st.phase, Some(Phase::Succeeded | Phase::PartiallyFailed))
+        && st.findings.is_none()
         && !conditions::get(&st.conditions, status::FINDINGS_READ)
             .is_some_and(|c| c.status == "False" && c.reason == REFUSED)
 }
@@ -69,19 +76,32 @@ pub fn scope(obj: &ClusterScanTask) -> (Scope, BTreeSet<String>, BTreeSet<(Strin
     (scope, scanned, failed)
 }
 
+/// An iac_scan's files, and those whose scan failed in this task. Pure.
+pub fn files(obj: &ClusterScanTask) -> (BTreeSet<String>, BTreeSet<String>) {
+    let ids: BTreeSet<String> = obj
+        .spec
+        .iac_scan
+        .as_ref()
+        .map(|i| i.file_ids.iter().cloned().collect())
+        .unwrap_or_default();
+    let failed = obj
+        .status
+        .as_ref()
+        .map(|s| s.results.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.status == "failed")
+        .map(|r| r.id.clone())
+        .collect();
+    (ids, failed)
+}
+
 /// Reads the findings and records them (status, Event, gauges).
 pub(super) async fn read(
     obj: Arc<ClusterScanTask>,
     ctx: &Context,
     hss: &HssClient,
 ) -> Result<Action, Error> {
-    let scan_types = obj
-        .spec
-        .cluster_scan
-        .as_ref()
-        .map(|c| c.scan_types.clone())
-        .unwrap_or_default();
-    let (scope, scanned, failed) = scope(&obj);
     // Pages fetched after this task was seen finished may serve it (and the objects that
     // finished with it).
     let not_before = obj
@@ -93,13 +113,36 @@ pub(super) async fn read(
         caches: &ctx.findings,
         not_before,
     };
-    let t = match findings::read(hss, &scan_types, &scope, Some(shared)).await {
-        Ok(read) => {
+    let summary = match obj.spec.task_type {
+        TaskType::ClusterScan => {
+            let scan_types = obj
+                .spec
+                .cluster_scan
+                .as_ref()
+                .map(|c| c.scan_types.clone())
+                .unwrap_or_default();
+            let (scope, scanned, failed) = scope(&obj);
+            findings::read(hss, &scan_types, &scope, Some(shared))
+                .await
+                .map(|read| findings::summarize(&read, &scanned, &failed, jiff::Timestamp::now()))
+        }
+        TaskType::IacScan => {
+            let (ids, failed) = files(&obj);
+            let wanted: BTreeSet<String> = ids.difference(&failed).cloned().collect();
+            findings::read_files(hss, &wanted, Some(shared))
+                .await
+                .map(|read| findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now()))
+        }
+    };
+    let t = match summary {
+        Ok(summary) => {
             let now = jiff::Timestamp::now();
-            let summary = findings::summarize(&read, &scanned, &failed, now);
             ctx.metrics
                 .findings
                 .record(&summary.clusters, now.as_millisecond());
+            ctx.metrics
+                .findings
+                .record_files(&summary.files, now.as_millisecond());
             transitions::findings_read(&obj, summary.findings, now)
         }
         Err(e) => transitions::findings_unavailable(&obj, &e, jiff::Timestamp::now()),
@@ -110,8 +153,8 @@ pub(super) async fn read(
 /// A final object's recorded findings back into the gauges (after a restart, say).
 pub(super) fn remember(obj: &ClusterScanTask, ctx: &Context) {
     if let Some(f) = obj.status.as_ref().and_then(|s| s.findings.as_ref()) {
-        ctx.metrics
-            .findings
-            .record(&f.clusters, f.read_at.0.as_millisecond());
+        let at = f.read_at.0.as_millisecond();
+        ctx.metrics.findings.record(&f.clusters, at);
+        ctx.metrics.findings.record_files(&f.files, at);
     }
 }

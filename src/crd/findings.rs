@@ -1,7 +1,7 @@
-//! `status.findings`: what a finished cluster scan found, summarised so that the object stays
-//! small however many clusters were scanned.
+//! `status.findings`: what a finished scan found, summarised so that the object stays small
+//! however many clusters or files were scanned.
 //!
-//! Guarantees: at most [`MAX_CLUSTERS`] clusters are listed (worst first), each with at most
+//! Guarantees: at most [`MAX_CLUSTERS`] clusters (or IaC files) are listed (worst first), each with at most
 //! [`MAX_TOP_RISKS`] risks per scan type, and [`MAX_TOP_RISKS_OVERALL`] risks overall; every
 //! string is bounded by `hss::text`. The totals always count every cluster read. At 1,000
 //! clusters with findings the summary stays under 64 KiB (a unit test measures it).
@@ -97,9 +97,12 @@ pub struct RiskSummary {
     pub category: Option<String>,
     /// Resources affected.
     pub count: i64,
-    /// The cluster (in `topRisks` only).
+    /// The cluster (in `topRisks` of a cluster_scan only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// The IaC file (in `topRisks` of an iac_scan only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
 }
 
 /// One cluster's findings of one scan type (risk_assessment or benchmark).
@@ -157,22 +160,44 @@ impl ClusterFindings {
     }
 }
 
+/// One IaC file's findings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileFindings {
+    pub file_id: String,
+    pub counts: LevelCounts,
+    /// HSS's last scan of this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_at: Option<Time>,
+    /// The worst risks, at most 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_risks: Vec<RiskSummary>,
+}
+
 /// `status.findings`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Findings {
     /// When the operator read them from HSS.
     pub read_at: Time,
-    /// Risk items of every cluster and scan type read (not only the clusters listed).
+    /// Risk items of every cluster (or file) and scan type read, not only those listed.
     pub total: LevelCounts,
-    /// Clusters read.
+    /// Clusters read (cluster_scan).
+    #[serde(default)]
     pub clusters_read: u32,
     /// Clusters with at least one risk item or security-check finding.
+    #[serde(default)]
     pub clusters_with_findings: u32,
+    /// IaC files read (iac_scan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_read: Option<u32>,
+    /// IaC files with at least one risk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_with_findings: Option<u32>,
     /// Security-check totals over every cluster read (scan type cluster_vul).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_check: Option<SecurityCheck>,
-    /// The worst risks over every cluster, at most 10.
+    /// The worst risks over every cluster (or file), at most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_risks: Vec<RiskSummary>,
     /// Per cluster, worst first, at most 50.
@@ -181,22 +206,35 @@ pub struct Findings {
     /// Clusters counted in the totals but not listed (beyond 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters_omitted: Option<u32>,
+    /// Per IaC file, worst first, at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileFindings>,
+    /// Files counted in the totals but not listed (beyond 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_omitted: Option<u32>,
     /// True when HSS held more rows than the operator reads in one go (see the README).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
 }
 
 impl Findings {
-    /// "2 high, 11 medium risks in 3 clusters" (and the security-check counts when read).
+    /// "2 high, 11 medium risks in 2 of 3 cluster(s)" (or file(s)), and the security-check
+    /// counts when read.
     pub fn describe(&self) -> String {
+        let (with, read, what) = match (self.files_with_findings, self.files_read) {
+            (Some(with), Some(read)) => (with, read, "file(s)"),
+            _ => (
+                self.clusters_with_findings,
+                self.clusters_read,
+                "cluster(s)",
+            ),
+        };
         let mut s = format!(
-            "{} in {} of {} cluster(s)",
+            "{} in {with} of {read} {what}",
             match self.total.describe().as_str() {
                 "no risks" => "no risks".to_string(),
                 d => format!("{d} risks"),
             },
-            self.clusters_with_findings,
-            self.clusters_read
         );
         if let Some(c) = &self.security_check {
             s.push_str(&format!(

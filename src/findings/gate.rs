@@ -1,11 +1,48 @@
 //! `submit --fail-on LEVEL`: the gate a CI pipeline needs, and the findings as text.
 //!
-//! The gate counts risk items (risk_assessment, benchmark) at LEVEL or more severe. The
+//! The gate counts risk items (risk_assessment, benchmark, IaC files) at LEVEL or more severe. The
 //! security-check counts of cluster_vul have no level and do not trip it; they are printed.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 
-use crate::crd::findings::Findings;
+use super::Scope;
+use crate::{
+    crd::{ClusterScanTaskSpec, findings::Findings},
+    hss::{HssClient, model::RangeType},
+};
+
+/// The findings of a finished scan of `spec`, read without shared pages: `scanned` are the
+/// resources the task reported, `failed_scans` its failed (cluster, scan type) pairs and
+/// `failed_files` its failed files. `None` for a spec with nothing to read.
+pub async fn read(
+    client: &HssClient,
+    spec: &ClusterScanTaskSpec,
+    scanned: &BTreeSet<String>,
+    failed_scans: &BTreeSet<(String, String)>,
+    failed_files: &BTreeSet<String>,
+) -> Option<Result<Findings, super::Error>> {
+    let now = jiff::Timestamp::now();
+    if let Some(scan) = spec.cluster_scan.as_ref() {
+        let scope = match scan.range_type {
+            RangeType::SpecificCluster => {
+                Scope::Only(scan.cluster_ids.iter().flatten().cloned().collect())
+            }
+            RangeType::AllCluster => Scope::All,
+        };
+        let mut scanned = scanned.clone();
+        if let Scope::Only(ids) = &scope {
+            scanned.extend(ids.iter().cloned());
+        }
+        let read = super::read(client, &scan.scan_types, &scope, None).await;
+        return Some(read.map(|r| super::summarize(&r, &scanned, failed_scans, now).findings));
+    }
+    let iac = spec.iac_scan.as_ref()?;
+    let ids: BTreeSet<String> = iac.file_ids.iter().cloned().collect();
+    let wanted: BTreeSet<String> = ids.difference(failed_files).cloned().collect();
+    let read = super::read_files(client, &wanted, None).await;
+    Some(read.map(|r| super::summarize_files(&r, &ids, failed_files, now).findings))
+}
 
 /// The least severe level that fails the pipeline.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +89,26 @@ pub fn print(out: &mut impl Write, f: &Findings) {
             );
         }
     }
-    if let Some(n) = f.clusters_omitted {
-        let _ = writeln!(out, "  ... and {n} more cluster(s), counted in the totals");
+    for file in &f.files {
+        let n = &file.counts;
+        let _ = writeln!(
+            out,
+            "  {}\tiac\thigh={} medium={} low={} tips={}",
+            file.file_id, n.high, n.medium, n.low, n.tips
+        );
+    }
+    if let Some(n) = f.clusters_omitted.or(f.files_omitted) {
+        let _ = writeln!(out, "  ... and {n} more, counted in the totals");
     }
     for r in &f.top_risks {
         let _ = writeln!(
             out,
             "  risk\t{}\t{}\t{}\t{} resource(s)\t{}",
             r.level,
-            r.cluster_id.as_deref().unwrap_or("-"),
+            r.cluster_id
+                .as_deref()
+                .or(r.file_id.as_deref())
+                .unwrap_or("-"),
             r.category.as_deref().unwrap_or("-"),
             r.count,
             r.name

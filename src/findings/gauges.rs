@@ -5,9 +5,11 @@
 //! - `hss_operator_cluster_check_findings{cluster_id, check}`: security-check counts (check
 //!   image_vulnerabilities, risky_configs or privileged_containers; scan type cluster_vul).
 //! - `hss_operator_cluster_last_scan_timestamp_seconds{cluster_id}`.
+//! - `hss_operator_iac_findings{file_id, level}`: an IaC file's risks.
 //!
-//! Cardinality: per cluster at most 2 x 4 + 3 + 1 = 12 series; at most [`MAX_CLUSTERS`]
-//! clusters are kept (the least recently scanned are dropped), so at most 60,000 series.
+//! Cardinality: per cluster at most 2 x 4 + 3 + 1 = 12 series, per file 4; at most
+//! [`MAX_CLUSTERS`] clusters and as many files are kept (the least recently scanned are
+//! dropped), so at most 80,000 series.
 //! Guarantees: a cluster's series are replaced as a whole by a newer read, never by an older
 //! one. Caveat: after a restart, series come back from the objects' `status.findings`, which
 //! lists at most 50 clusters per object.
@@ -20,7 +22,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::{family::Family, gauge::Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::crd::findings::ClusterFindings;
+use crate::crd::findings::{ClusterFindings, FileFindings};
 use crate::hss::results::{RiskLevel, RiskType};
 
 /// Clusters kept in the gauges.
@@ -40,6 +42,12 @@ struct CheckLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    file_id: String,
+    level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabels {
     cluster_id: String,
 }
@@ -56,8 +64,11 @@ pub struct Gauges {
     findings: Family<FindingLabels, Gauge>,
     checks: Family<CheckLabels, Gauge>,
     last_scan: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    files: Family<FileLabels, Gauge>,
     /// The read time (epoch ms) each cluster's series come from.
     seen: Mutex<HashMap<String, i64>>,
+    /// The same for files.
+    seen_files: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Gauges {
@@ -84,6 +95,11 @@ impl Gauges {
             "cluster_check_findings",
             "Security-check counts (cluster_vul) of the latest finished scan per cluster",
             self.checks.clone(),
+        );
+        registry.register(
+            "iac_findings",
+            "Risks of the latest finished IaC scan per file, by level",
+            self.files.clone(),
         );
         registry.register_with_unit(
             "cluster_last_scan_timestamp",
@@ -172,6 +188,41 @@ impl Gauges {
             };
             seen.remove(&oldest);
             self.remove(&oldest);
+        }
+    }
+
+    /// Records the files of one IaC read made at `read_at_ms`, like [`Gauges::record`].
+    pub fn record_files(&self, files: &[FileFindings], read_at_ms: i64) {
+        let mut seen = self.seen_files.lock().unwrap_or_else(|e| e.into_inner());
+        for f in files {
+            if seen.get(&f.file_id).is_some_and(|at| *at > read_at_ms) {
+                continue;
+            }
+            seen.insert(f.file_id.clone(), read_at_ms);
+            for level in RiskLevel::ALL {
+                self.files
+                    .get_or_create(&FileLabels {
+                        file_id: f.file_id.clone(),
+                        level: level.as_str(),
+                    })
+                    .set(i64::from(f.counts.get(level.as_str())));
+            }
+        }
+        while seen.len() > MAX_CLUSTERS {
+            let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(id, at)| (**at, (*id).clone()))
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            seen.remove(&oldest);
+            for level in RiskLevel::ALL {
+                self.files.remove(&FileLabels {
+                    file_id: oldest.clone(),
+                    level: level.as_str(),
+                });
+            }
         }
     }
 

@@ -1,5 +1,5 @@
-//! What a finished cluster scan found: read from HSS's result APIs within the budget, and
-//! summarised for `status.findings`, metrics, an Event and `submit`'s exit code.
+//! What a finished scan found: read from HSS's result APIs within the budget, and summarised
+//! for `status.findings`, metrics, an Event and `submit`'s exit code.
 //!
 //! # Protocol
 //! For each risk scan type of the task (risk_assessment, benchmark) ListClusterRisks, and for
@@ -9,6 +9,8 @@
 //!   shows that reading it whole takes more calls than one filtered listing per cluster, in
 //!   which case the rest is read per cluster. The rows of clusters the task did not scan, and
 //!   of (cluster, scan type) pairs whose scan failed in this task, are dropped.
+//! - iac_scan: ListIacFileRisks per file (its rows do not name the file, so one listing cannot
+//!   serve several), for the files whose scan succeeded in this task.
 //!
 //! Guarantees: at most [`MAX_PAGES`] calls per API per read (past that the summary says
 //! `incomplete`); every call draws from the shared budget like every other HSS call; nothing
@@ -35,12 +37,13 @@ use crate::hss::{
     client::MAX_PAGE,
     model::ScanType,
     results::{
-        ClusterReport, ClusterRisk, ListClusterReportsResponse, ListClusterRisksResponse, RiskType,
+        ClusterReport, ClusterRisk, IacRisk, ListClusterReportsResponse, ListClusterRisksResponse,
+        ListIacFileRisksResponse, RiskType,
     },
 };
 use cache::PageCache;
 
-pub use summary::{Summary, summarize};
+pub use summary::{Summary, summarize, summarize_files};
 
 /// Calls per API in one read (5,000 rows at 200 a page; a minute of budget per 5 calls).
 pub const MAX_PAGES: u32 = 25;
@@ -88,6 +91,8 @@ impl Scope {
 pub struct Read {
     pub risks: Vec<(RiskType, ClusterRisk)>,
     pub reports: Vec<ClusterReport>,
+    /// IaC risks by file id.
+    pub files: Vec<(String, IacRisk)>,
     /// Some listing was cut at [`MAX_PAGES`].
     pub incomplete: bool,
     /// Pages read (calls made, unless shared pages served them).
@@ -124,6 +129,7 @@ impl Row for ClusterReport {
 pub struct Caches {
     pub risks: PageCache<ListClusterRisksResponse>,
     pub reports: PageCache<ListClusterReportsResponse>,
+    pub files: PageCache<ListIacFileRisksResponse>,
 }
 
 /// Where a read may take pages from: the shared pages, fetched no earlier than `not_before`
@@ -210,6 +216,43 @@ pub async fn read(
         out.reports = rows;
         out.calls += calls;
         out.incomplete |= cut;
+    }
+    Ok(out)
+}
+
+/// Reads the risks of each IaC file in `file_ids` (one filtered listing per file, at most
+/// [`MAX_PAGES`] calls in all), through `shared` pages when given.
+pub async fn read_files(
+    hss: &HssClient,
+    file_ids: &BTreeSet<String>,
+    shared: Option<Shared<'_>>,
+) -> Result<Read, Error> {
+    let mut out = Read::default();
+    for file in file_ids {
+        let mut offset = 0u32;
+        loop {
+            if out.calls >= MAX_PAGES {
+                out.incomplete = true;
+                return Ok(out);
+            }
+            let fetch = || hss.list_iac_file_risks(file, offset, MAX_PAGE);
+            let page = match shared {
+                Some(s) => {
+                    let key = page_key(hss, hss::Api::ListIacFileRisks, "", Some(file), offset);
+                    s.caches.files.get(&key, s.not_before, fetch).await
+                }
+                None => fetch().await,
+            }
+            .map_err(Error::Hss)?;
+            out.calls += 1;
+            let n = page.data_list.len();
+            out.files
+                .extend(page.data_list.into_iter().map(|r| (file.clone(), r)));
+            offset = offset.saturating_add(MAX_PAGE);
+            if n == 0 || i64::from(offset) >= page.total_num {
+                break;
+            }
+        }
     }
     Ok(out)
 }

@@ -8,11 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::Read;
 use crate::{
     crd::findings::{
-        ClusterFindings, Findings, LevelCounts, MAX_CLUSTERS, MAX_TOP_RISKS, MAX_TOP_RISKS_OVERALL,
-        RiskSummary, ScanFindings, SecurityCheck,
+        ClusterFindings, FileFindings, Findings, LevelCounts, MAX_CLUSTERS, MAX_TOP_RISKS,
+        MAX_TOP_RISKS_OVERALL, RiskSummary, ScanFindings, SecurityCheck,
     },
     hss::{
-        results::{ClusterRisk, RiskLevel, RiskType},
+        results::{ClusterRisk, IacRisk, RiskLevel, RiskType},
         text::{NAME, bounded, bounded_opt},
     },
 };
@@ -26,6 +26,8 @@ const CATEGORY: usize = 64;
 pub struct Summary {
     pub findings: Findings,
     pub clusters: Vec<ClusterFindings>,
+    /// Every IaC file's findings, worst first (iac_scan).
+    pub files: Vec<FileFindings>,
 }
 
 fn time_ms(ms: i64) -> Option<Time> {
@@ -49,6 +51,7 @@ fn risk_summary(r: &ClusterRisk, with_cluster: bool) -> RiskSummary {
         category: bounded_opt(r.risk_category.as_deref(), CATEGORY),
         count: r.risk_num.unwrap_or(1).max(0),
         cluster_id: with_cluster.then(|| bounded(&r.cluster_id, NAME)),
+        file_id: None,
     }
 }
 
@@ -201,8 +204,113 @@ pub fn summarize(
                 .collect(),
             clusters: listed,
             clusters_omitted: (omitted > 0).then(|| u32::try_from(omitted).unwrap_or(u32::MAX)),
+            files_read: None,
+            files_with_findings: None,
+            files: Vec::new(),
+            files_omitted: None,
             incomplete: read.incomplete,
         },
         clusters,
+        files: Vec::new(),
+    }
+}
+
+fn iac_summary(r: &IacRisk, file: Option<&str>) -> RiskSummary {
+    RiskSummary {
+        name: bounded(r.risk_name.as_deref().unwrap_or("(unnamed)"), NAME),
+        level: r.risk_level.as_str().to_string(),
+        category: bounded_opt(r.risk_category.as_deref(), CATEGORY),
+        count: r.risk_num.unwrap_or(1).max(0),
+        cluster_id: None,
+        file_id: file.map(|f| bounded(f, NAME)),
+    }
+}
+
+fn iac_worst_first(a: &IacRisk, b: &IacRisk) -> std::cmp::Ordering {
+    a.risk_level
+        .cmp(&b.risk_level)
+        .then(b.risk_num.unwrap_or(0).cmp(&a.risk_num.unwrap_or(0)))
+        .then(a.risk_name.cmp(&b.risk_name))
+}
+
+/// Summarises an iac_scan's `read`. `scanned` are the task's files; `failed` those whose scan
+/// failed in this task (HSS's rows for them are an older scan's and are dropped).
+pub fn summarize_files(
+    read: &Read,
+    scanned: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+    now: Timestamp,
+) -> Summary {
+    let mut by_file: BTreeMap<&str, Vec<&IacRisk>> = BTreeMap::new();
+    for (file, r) in &read.files {
+        if !failed.contains(file) {
+            by_file.entry(file.as_str()).or_default().push(r);
+        }
+    }
+    let mut files: Vec<FileFindings> = by_file
+        .iter()
+        .map(|(file, rows)| {
+            let mut counts = LevelCounts::default();
+            for r in rows {
+                add_level(&mut counts, r.risk_level);
+            }
+            let mut sorted = rows.clone();
+            sorted.sort_by(|a, b| iac_worst_first(a, b));
+            FileFindings {
+                file_id: bounded(file, NAME),
+                counts,
+                scanned_at: rows
+                    .iter()
+                    .filter_map(|r| r.last_scan_time)
+                    .max()
+                    .and_then(time_ms),
+                top_risks: sorted
+                    .iter()
+                    .take(MAX_TOP_RISKS)
+                    .map(|r| iac_summary(r, None))
+                    .collect(),
+            }
+        })
+        .collect();
+    files.sort_by(|a, b| {
+        let key = |f: &FileFindings| {
+            std::cmp::Reverse([f.counts.high, f.counts.medium, f.counts.low, f.counts.tips])
+        };
+        key(a).cmp(&key(b)).then(a.file_id.cmp(&b.file_id))
+    });
+    let mut total = LevelCounts::default();
+    for f in &files {
+        total.add(&f.counts);
+    }
+    let mut all: Vec<(&str, &IacRisk)> = by_file
+        .iter()
+        .flat_map(|(f, rows)| rows.iter().map(move |r| (*f, *r)))
+        .collect();
+    all.sort_by(|a, b| iac_worst_first(a.1, b.1).then(a.0.cmp(b.0)));
+    let with_findings = files.iter().filter(|f| f.counts.total() > 0).count();
+    let read_count = scanned.len().saturating_sub(failed.len()).max(files.len());
+    let omitted = files.len().saturating_sub(MAX_CLUSTERS);
+    Summary {
+        findings: Findings {
+            read_at: Time(now),
+            total,
+            clusters_read: 0,
+            clusters_with_findings: 0,
+            files_read: Some(u32::try_from(read_count).unwrap_or(u32::MAX)),
+            files_with_findings: Some(u32::try_from(with_findings).unwrap_or(u32::MAX)),
+            security_check: None,
+            top_risks: all
+                .iter()
+                .take(MAX_TOP_RISKS_OVERALL)
+                .map(|(f, r)| iac_summary(r, Some(f)))
+                .collect(),
+            clusters: Vec::new(),
+            clusters_omitted: None,
+            files: files.iter().take(MAX_CLUSTERS).cloned().collect(),
+            files_omitted: (omitted > 0).then(|| u32::try_from(omitted).unwrap_or(u32::MAX)),
+            incomplete: read.incomplete,
+        },
+        clusters: Vec::new(),
+        files,
     }
 }

@@ -141,6 +141,7 @@ fn counts_by_level_drop_failed_scans_and_order_the_worst_first() {
         reports: vec![],
         incomplete: false,
         calls: 3,
+        ..Read::default()
     };
     let failed = [("b".to_string(), "risk_assessment".to_string())].into();
     let scanned = ["a", "b", "c", "d"].map(String::from).into();
@@ -201,6 +202,7 @@ fn a_thousand_clusters_stay_well_under_the_object_limit() {
             .collect(),
         incomplete: false,
         calls: 30,
+        ..Read::default()
     };
     let s = summarize(
         &read,
@@ -270,4 +272,42 @@ fn gauges_keep_the_latest_read_per_cluster_and_a_bounded_number_of_clusters() {
         .collect();
     m.findings.record(&many, 4_000);
     assert_eq!(m.findings.clusters(), gauges::MAX_CLUSTERS);
+}
+
+#[test]
+fn iac_files_are_counted_per_file_and_failed_files_are_left_out() {
+    let row = |i: usize, level: RiskLevel| crate::hss::results::IacRisk {
+        risk_id: Some(format!("r{i}")),
+        rule_id: None,
+        risk_name: Some(format!("rule {i}")),
+        risk_level: level,
+        risk_category: None,
+        risk_num: Some(1),
+        last_scan_time: Some(1_700_000_000_000),
+        description: None,
+        remediation: None,
+    };
+    let read = Read {
+        files: vec![
+            ("app".into(), row(0, RiskLevel::Low)),
+            ("app".into(), row(1, RiskLevel::High)),
+            ("web".into(), row(2, RiskLevel::Tips)),
+            // bad failed in this task: an older scan's row.
+            ("bad".into(), row(3, RiskLevel::High)),
+        ],
+        ..Read::default()
+    };
+    let ids = ["app", "web", "bad", "clean"].map(String::from).into();
+    let failed = ["bad".to_string()].into();
+    let s = summarize_files(&read, &ids, &failed, jiff::Timestamp::UNIX_EPOCH);
+    let f = &s.findings;
+    assert_eq!((f.total.high, f.total.low, f.total.tips), (1, 1, 1));
+    assert_eq!((f.files_read, f.files_with_findings), (Some(3), Some(2)));
+    assert_eq!(f.files[0].file_id, "app", "worst first");
+    assert_eq!(f.top_risks[0].file_id.as_deref(), Some("app"));
+    assert!(f.clusters.is_empty() && f.top_risks[0].cluster_id.is_none());
+    assert_eq!(
+        f.describe(),
+        "1 high, 1 low, 1 tips risks in 2 of 3 file(s)"
+    );
 }

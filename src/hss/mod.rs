@@ -41,11 +41,12 @@ pub enum Api {
     ListClusters,
     ListClusterRisks,
     ListClusterReports,
+    ListIacFileRisks,
     IamToken,
 }
 
 impl Api {
-    pub const ALL: [Api; 9] = [
+    pub const ALL: [Api; 10] = [
         Api::CreateTask,
         Api::ListTasks,
         Api::ListTaskResources,
@@ -54,6 +55,7 @@ impl Api {
         Api::ListClusters,
         Api::ListClusterRisks,
         Api::ListClusterReports,
+        Api::ListIacFileRisks,
         Api::IamToken,
     ];
 
@@ -68,6 +70,7 @@ impl Api {
             Api::ListClusters => "ListKubernetesClusterDetails",
             Api::ListClusterRisks => "ListClusterRisks",
             Api::ListClusterReports => "ListSecurityCheckClusterReports",
+            Api::ListIacFileRisks => "ListIacFileRisks",
             Api::IamToken => "KeystoneCreateUserTokenByPassword",
         }
     }

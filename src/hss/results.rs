@@ -1,6 +1,7 @@
-//! The HSS v5 result APIs a finished cluster scan is read with: ListClusterRisks (risk
-//! assessment and benchmark findings) and ListSecurityCheckClusterReports (per-cluster counts:
-//! local image vulnerabilities, risky configurations, privileged containers).
+//! The HSS v5 result APIs a finished scan is read with: ListClusterRisks (risk assessment and
+//! benchmark findings), ListSecurityCheckClusterReports (per-cluster counts: local image
+//! vulnerabilities, risky configurations, privileged containers) and ListIacFileRisks (the
+//! risks of one IaC file; its rows do not name the file, so it is read per file).
 //!
 //! Field names and types follow the official SDK's v5 models (`list_cluster_risks_*`,
 //! `security_check_cluster_reports.py`). Responses ignore unknown fields; levels HSS may add
@@ -138,7 +139,53 @@ pub struct ListClusterReportsResponse {
     pub data_list: Vec<ClusterReport>,
 }
 
+/// One row of ListIacFileRisks (the file is the query's `file_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IacRisk {
+    #[serde(default)]
+    pub risk_id: Option<String>,
+    #[serde(default)]
+    pub rule_id: Option<String>,
+    #[serde(default)]
+    pub risk_name: Option<String>,
+    pub risk_level: RiskLevel,
+    #[serde(default)]
+    pub risk_category: Option<String>,
+    #[serde(default)]
+    pub risk_num: Option<i64>,
+    /// Epoch milliseconds.
+    #[serde(default)]
+    pub last_scan_time: Option<i64>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub remediation: Option<String>,
+}
+
+/// ListIacFileRisks' response.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ListIacFileRisksResponse {
+    #[serde(default)]
+    pub total_num: i64,
+    #[serde(default)]
+    pub data_list: Vec<IacRisk>,
+}
+
 impl HssClient {
+    /// One page of ListIacFileRisks: the risks of one IaC file.
+    pub async fn list_iac_file_risks(
+        &self,
+        file_id: &str,
+        offset: u32,
+        limit: u32,
+    ) -> Result<ListIacFileRisksResponse, Error> {
+        let api = Api::ListIacFileRisks;
+        let path = format!("/v5/{}/container/iac/file/risks", self.config().project_id);
+        let mut query = page_query(offset, limit);
+        query.push(("file_id".into(), file_id.into()));
+        self.get_json(api, &path, query).await
+    }
+
     /// One page of ListClusterRisks: the risky items of `risk_type`, of one cluster or of all.
     pub async fn list_cluster_risks(
         &self,

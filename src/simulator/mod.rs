@@ -15,10 +15,11 @@
 //! | ListKubernetesClusterDetails | `GET /v5/{project_id}/kubernetes/clusters?offset&limit&cluster_name` |
 //! | ListClusterRisks | `GET /v5/{project_id}/container/cluster/risks?risk_type&offset&limit&cluster_id&risk_level` |
 //! | ListSecurityCheckClusterReports | `GET /v5/{project_id}/security-check/containers/cluster-reports?offset&limit&cluster_id` |
+//! | ListIacFileRisks | `GET /v5/{project_id}/container/iac/file/risks?file_id&offset&limit&risk_level` |
 //! | IAM token (only with `--iam-user`) | `POST /v3/auth/tokens` |
 //!
-//! Findings are deterministic per (seed, cluster, scan type) and appear when a successful scan
-//! of that type of that cluster finishes (`state/findings.rs`).
+//! Findings are deterministic per (seed, cluster, scan type) and per (seed, IaC file), and
+//! appear when a successful scan of it finishes (`state/findings.rs`).
 //!
 //! Shapes are those of [`crate::hss::model`] and [`crate::hss::results`]. `enterprise_project_id` is accepted everywhere and
 //! recorded on created tasks, but does not partition anything.
@@ -105,7 +106,7 @@ pub const DEFAULT_SECRET_KEY: &str = "SKSIM";
 
 const FAULT_HELP: &str = "Inject a fault: API=KIND[:ARG][@PROB][xCOUNT] (repeatable).\n\
 API: CreateTask, ListTasks, ListTaskResources, RetryTask, ShowTaskStatistics, ListClusters \
-(or ListKubernetesClusterDetails), ListClusterRisks, ListClusterReports, IamToken.\n\
+(or ListKubernetesClusterDetails), ListClusterRisks, ListClusterReports, ListIacFileRisks, IamToken.\n\
 KIND: latency:DURATION (answer late; the effect is committed first), server-error (500, nothing \
 done), commit-then-server-error (done, then 500), throttle (429 APIGW.0308, nothing done), \
 malformed (done, then 200 with an unparsable body), commit-then-drop (CreateTask: task created, \

@@ -34,6 +34,8 @@ from huaweicloudsdkhss.v5 import (
     HssClient,
     ListClusterRisksRequest,
     ListClusterRisksResponseInfoDataList,
+    ListIacFileRisksRequest,
+    ListIacFileRisksResponseInfoDataList,
     ListKubernetesClusterDetailsRequest,
     ListSecurityCheckClusterReportsRequest,
     SecurityCheckClusterReports,
@@ -384,6 +386,25 @@ def test_list_security_check_cluster_reports_counts_what_a_cluster_vul_scan_foun
     assert report.severity in ("Security", "Insecurity")
     for n in (report.local_image_vul_num, report.risk_config_num, report.privileged_container_num, report.scan_time):
         assert isinstance(n, int) and n >= 0
+
+
+def test_list_iac_file_risks_lists_one_scanned_files_risks_and_nothing_for_a_failed_file(client):
+    files = ["conformance-iac-%d" % i for i in range(6)] + ["bad-conformance"]
+    task_id = create_iac_scan(client, file_ids=files).task_id
+    wait_for_finished(client, "iac_scan", task_id)
+    found = {}
+    for file_id in files:
+        response = client.list_iac_file_risks(ListIacFileRisksRequest(file_id=file_id, offset=0, limit=200))
+        assert response.status_code == 200 and response.total_num == len(response.data_list)
+        found[file_id] = response.data_list
+    assert found["bad-conformance"] == [], "a failed scan leaves no findings"
+    rows = [r for f in files[:-1] for r in found[f]]
+    assert rows, "seeded findings for six files"
+    for row in rows:
+        assert isinstance(row, ListIacFileRisksResponseInfoDataList)
+        assert row.risk_id and row.rule_id and row.risk_name
+        assert row.risk_level in ("high", "medium", "low", "tips")
+        assert isinstance(row.risk_num, int) and isinstance(row.last_scan_time, int)
 
 
 # ------------------------------------------------------------------------------- authentication

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::{Shared, accept_loop, lock, read, router, write};
 use crate::hss::Api;
-use crate::hss::results::{ClusterReport, ClusterRisk, RiskType};
+use crate::hss::results::{ClusterReport, ClusterRisk, IacRisk, RiskType};
 use crate::simulator::faults::{FaultPlan, FaultSpec};
 use crate::simulator::state::CreatedTask;
 use crate::simulator::{Error, SimConfig};
@@ -87,6 +87,11 @@ impl Simulator {
     /// pages through).
     pub fn cluster_risks(&self, project: &str, risk_type: RiskType) -> Vec<ClusterRisk> {
         read(&self.shared.store).all_cluster_risks(project, risk_type, tokio::time::Instant::now())
+    }
+
+    /// Every risk HSS holds for IaC file `file_id` of `project` now.
+    pub fn iac_file_risks(&self, project: &str, file_id: &str) -> Vec<IacRisk> {
+        read(&self.shared.store).all_iac_file_risks(project, file_id, tokio::time::Instant::now())
     }
 
     /// Every security-check report HSS holds for `project` now.

@@ -7,10 +7,12 @@ mod auth;
 mod control;
 mod handle;
 mod reply;
+mod routes;
 
 use auth::IssuedTokens;
 pub use handle::Simulator;
 use reply::{DropConnection, Reply};
+use routes::{AppState, router};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,11 +22,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, put};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -408,151 +408,25 @@ impl Shared {
                     read(&self.store).cluster_reports(call.project, cluster, offset, limit, now);
                 Ok(Reply::json(StatusCode::OK, &page))
             }
+            Api::ListIacFileRisks => {
+                let (offset, limit) = call.paging()?;
+                let file_id = call
+                    .query("file_id")
+                    .filter(|f| !f.is_empty() && f.len() <= 64)
+                    .ok_or_else(|| Reply::hss("HSS.0001", "file_id must be 1 to 64 characters"))?;
+                let level = call.enum_query::<RiskLevel>("risk_level", false)?;
+                let page = read(&self.store).iac_file_risks(
+                    call.project,
+                    file_id,
+                    level,
+                    (offset, limit),
+                    now,
+                );
+                Ok(Reply::json(StatusCode::OK, &page))
+            }
             Api::IamToken => Ok(self.iam_token(call.body)),
         }
     }
-}
-
-// ---------------------------------------------------------------- routes
-
-type AppState = State<Arc<Shared>>;
-
-fn route_not_found(request_id: &str) -> Response {
-    Reply::gateway(StatusCode::NOT_FOUND, "APIGW.0101", NO_SUCH_API, request_id)
-        .into_response(request_id)
-}
-
-async fn fallback(State(s): AppState) -> Response {
-    route_not_found(&s.next_request_id())
-}
-
-async fn project_call(
-    s: Arc<Shared>,
-    api: Api,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
-) -> Response {
-    match path {
-        Ok(Path(project)) => s.api_call(api, project, None, req).await,
-        Err(_) => route_not_found(&s.next_request_id()),
-    }
-}
-
-async fn task_call(
-    s: Arc<Shared>,
-    api: Api,
-    path: Result<Path<(String, String)>, PathRejection>,
-    req: Request,
-) -> Response {
-    match path {
-        Ok(Path((project, task_id))) => s.api_call(api, project, Some(task_id), req).await,
-        Err(_) => route_not_found(&s.next_request_id()),
-    }
-}
-
-async fn create_task(
-    State(s): AppState,
-    p: Result<Path<String>, PathRejection>,
-    r: Request,
-) -> Response {
-    project_call(s, Api::CreateTask, p, r).await
-}
-
-async fn list_tasks(
-    State(s): AppState,
-    p: Result<Path<String>, PathRejection>,
-    r: Request,
-) -> Response {
-    project_call(s, Api::ListTasks, p, r).await
-}
-
-async fn statistics(
-    State(s): AppState,
-    p: Result<Path<String>, PathRejection>,
-    r: Request,
-) -> Response {
-    project_call(s, Api::ShowTaskStatistics, p, r).await
-}
-
-async fn clusters(
-    State(s): AppState,
-    p: Result<Path<String>, PathRejection>,
-    r: Request,
-) -> Response {
-    project_call(s, Api::ListClusters, p, r).await
-}
-
-async fn cluster_risks(
-    State(s): AppState,
-    p: Result<Path<String>, PathRejection>,
-    r: Request,
-) -> Response {
-    project_call(s, Api::ListClusterRisks, p, r).await
-}
-
-async fn cluster_reports(
-    State(s): AppState,
-    p: Result<Path<String>, PathRejection>,
-    r: Request,
-) -> Response {
-    project_call(s, Api::ListClusterReports, p, r).await
-}
-
-async fn list_resources(
-    State(s): AppState,
-    p: Result<Path<(String, String)>, PathRejection>,
-    r: Request,
-) -> Response {
-    task_call(s, Api::ListTaskResources, p, r).await
-}
-
-async fn retry_task(
-    State(s): AppState,
-    p: Result<Path<(String, String)>, PathRejection>,
-    r: Request,
-) -> Response {
-    task_call(s, Api::RetryTask, p, r).await
-}
-
-async fn iam_tokens(State(s): AppState, r: Request) -> Response {
-    if s.iam_users.is_empty() {
-        return route_not_found(&s.next_request_id());
-    }
-    s.api_call(Api::IamToken, String::new(), None, r).await
-}
-
-// ---------------------------------------------------------------- control plane
-
-fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v5/{project_id}/common/task", post(create_task))
-        .route(
-            "/v5/{project_id}/common/tasks/batch-query",
-            post(list_tasks),
-        )
-        .route(
-            "/v5/{project_id}/common/tasks/{task_id}/resources/batch-query",
-            post(list_resources),
-        )
-        .route(
-            "/v5/{project_id}/common/tasks/{task_id}/retry",
-            put(retry_task),
-        )
-        .route("/v5/{project_id}/common/task-statistics", get(statistics))
-        .route("/v5/{project_id}/kubernetes/clusters", get(clusters))
-        .route(
-            "/v5/{project_id}/container/cluster/risks",
-            get(cluster_risks),
-        )
-        .route(
-            "/v5/{project_id}/security-check/containers/cluster-reports",
-            get(cluster_reports),
-        )
-        .route("/v3/auth/tokens", post(iam_tokens))
-        .merge(control::routes())
-        .fallback(fallback)
-        .method_not_allowed_fallback(fallback)
-        .with_state(shared)
 }
 
 // ---------------------------------------------------------------- server

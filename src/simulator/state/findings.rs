@@ -1,7 +1,7 @@
-//! What the simulated scans find: deterministic findings per (seed, cluster, scan type), visible
-//! from the moment a successful scan of that type of that cluster finishes, served by
-//! ListClusterRisks and ListSecurityCheckClusterReports as HSS serves them (latest findings per
-//! cluster, not per task; paged; filtered by cluster and level).
+//! What the simulated scans find: deterministic findings per (seed, cluster, scan type) and per
+//! (seed, IaC file), visible from the moment a successful scan of it finishes, served by
+//! ListClusterRisks, ListSecurityCheckClusterReports and ListIacFileRisks as HSS serves them
+//! (latest findings per cluster or file, not per task; paged; filtered).
 
 use std::collections::BTreeMap;
 
@@ -12,8 +12,8 @@ use super::{Store, len_i64};
 use crate::hss::{
     model::{ScanStatus, ScanType},
     results::{
-        ClusterReport, ClusterRisk, ListClusterReportsResponse, ListClusterRisksResponse,
-        RiskLevel, RiskType,
+        ClusterReport, ClusterRisk, IacRisk, ListClusterReportsResponse, ListClusterRisksResponse,
+        ListIacFileRisksResponse, RiskLevel, RiskType,
     },
 };
 
@@ -71,6 +71,29 @@ pub fn risks(seed: u64, cluster_id: &str, risk_type: RiskType, scan_ms: i64) -> 
                 risk_num: Some(i64::from(b[2] % 9) + 1),
                 last_scan_time: Some(scan_ms),
                 description: Some(format!("simulated finding of {}", risk_type.as_str())),
+                remediation: Some("see the HSS console".to_string()),
+            }
+        })
+        .collect()
+}
+
+/// The risks a successful IaC scan of `file_id` finds under `seed`: 0 to 6.
+pub fn iac_risks(seed: u64, file_id: &str, scan_ms: i64) -> Vec<IacRisk> {
+    let d = digest(seed, file_id, "iac");
+    let n = usize::from(d[0] % 7);
+    (0..n)
+        .map(|i| {
+            let b = &d[1 + i * 3..4 + i * 3];
+            let (name, category) = CATALOGUE[usize::from(b[0]) % CATALOGUE.len()];
+            IacRisk {
+                risk_id: Some(format!("iac-{}-{i}", hex::encode(&d[28..32]))),
+                rule_id: Some(format!("HSS-IAC-{:03}", b[0])),
+                risk_name: Some(format!("{name} ({})", i + 1)),
+                risk_level: RiskLevel::ALL[usize::from(b[1]) % RiskLevel::ALL.len()],
+                risk_category: Some(category.to_string()),
+                risk_num: Some(i64::from(b[2] % 9) + 1),
+                last_scan_time: Some(scan_ms),
+                description: Some("simulated finding of an IaC file".to_string()),
                 remediation: Some("see the HSS console".to_string()),
             }
         })
@@ -163,6 +186,49 @@ impl Store {
             .filter(|r| level.is_none_or(|l| r.risk_level == l))
             .collect();
         ListClusterRisksResponse {
+            total_num: len_i64(matching.len()),
+            data_list: matching.into_iter().skip(offset).take(limit).collect(),
+        }
+    }
+
+    /// When `file_id` of `project` last finished a successful IaC scan (epoch ms).
+    fn last_file_scan(&self, project: &str, file_id: &str, now: Instant) -> Option<i64> {
+        self.tasks
+            .iter()
+            .filter(|t| t.project_id == project)
+            .flat_map(|t| t.files.iter())
+            .filter(|f| f.id == file_id && f.run.status(now) == ScanStatus::Success)
+            .map(|f| self.clock.epoch_ms(f.run.end))
+            .max()
+    }
+
+    /// Every risk HSS holds for IaC file `file_id` of `project` now.
+    pub(crate) fn all_iac_file_risks(
+        &self,
+        project: &str,
+        file_id: &str,
+        now: Instant,
+    ) -> Vec<IacRisk> {
+        self.last_file_scan(project, file_id, now)
+            .map(|ms| iac_risks(self.seed, file_id, ms))
+            .unwrap_or_default()
+    }
+
+    /// ListIacFileRisks: one page of one file's risks, filtered by level.
+    pub(crate) fn iac_file_risks(
+        &self,
+        project: &str,
+        file_id: &str,
+        level: Option<RiskLevel>,
+        (offset, limit): (usize, usize),
+        now: Instant,
+    ) -> ListIacFileRisksResponse {
+        let matching: Vec<IacRisk> = self
+            .all_iac_file_risks(project, file_id, now)
+            .into_iter()
+            .filter(|r| level.is_none_or(|l| r.risk_level == l))
+            .collect();
+        ListIacFileRisksResponse {
             total_num: len_i64(matching.len()),
             data_list: matching.into_iter().skip(offset).take(limit).collect(),
         }
