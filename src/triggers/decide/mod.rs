@@ -12,7 +12,7 @@ use super::{nodes::NodeView, schedule::Schedule};
 use crate::crd::{
     ClusterScanTask, ClusterScanTrigger, ClusterScanTriggerStatus, Phase, RunReason,
     cluster_scan_trigger::{
-        MAX_TRIGGER_NAME, RUN_NOW_ANNOTATION, RUN_TIME_ANNOTATION, RunFindings,
+        MAX_TRIGGER_NAME, RUN_NOW_ANNOTATION, RUN_REASON_LABEL, RUN_TIME_ANNOTATION, RunFindings,
     },
 };
 use crate::kit::conditions::set as set_condition;
@@ -41,6 +41,8 @@ pub struct RunInfo {
     pub deleting: bool,
     /// Its findings' totals, once read.
     pub findings: Option<RunFindings>,
+    /// Why it was created (label hss.scanops.dev/run-reason).
+    pub reason: Option<RunReason>,
 }
 
 impl RunInfo {
@@ -57,6 +59,10 @@ impl RunInfo {
             created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
             finished_at: status.and_then(|s| s.finished_at.as_ref()).map(|t| t.0),
             deleting: task.metadata.deletion_timestamp.is_some(),
+            reason: task
+                .labels()
+                .get(RUN_REASON_LABEL)
+                .and_then(|r| serde_json::from_value(serde_json::Value::from(r.as_str())).ok()),
             findings: status
                 .and_then(|s| s.findings.as_ref())
                 .map(|f| RunFindings {

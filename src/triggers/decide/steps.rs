@@ -158,6 +158,20 @@ impl<'a> Draft<'a> {
             .extend(prune(t.spec.failed_runs_history_limit, &|r| {
                 matches!(r.phase, Phase::Failed | Phase::PartiallyFailed)
             }));
+        // The newest run is the last run, even when the status write that said so was lost
+        // (a crash right after creating it, then a restart whose cache already has the run).
+        if let Some((r, at)) = runs
+            .iter()
+            .filter_map(|r| r.run_time.map(|at| (r, at)))
+            .max_by_key(|(r, at)| (*at, r.name.clone()))
+            && self.st.last_run_time.as_ref().is_none_or(|t| t.0 < at)
+        {
+            self.st.last_run_time = Some(Time(at));
+            self.st.last_run_name = Some(r.name.clone());
+            if r.reason.is_some() {
+                self.st.last_run_reason = r.reason;
+            }
+        }
         runs.iter()
             .filter_map(|r| r.run_time)
             .chain(self.old.last_run_time.as_ref().map(|t| t.0))

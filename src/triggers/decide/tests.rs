@@ -39,6 +39,7 @@ fn run(name: &str, phase: Phase, run_time: &str) -> RunInfo {
         finished_at: phase.is_final().then(|| ts(run_time)),
         deleting: false,
         findings: None,
+        reason: Some(RunReason::Schedule),
     }
 }
 
@@ -542,4 +543,21 @@ fn the_latest_findings_read_are_shown_and_outlive_the_pruned_run() {
         d.status.last_findings.map(|f| f.run),
         Some("r2".to_string())
     );
+}
+
+#[test]
+fn a_run_whose_status_write_was_lost_is_still_the_last_run() {
+    let t = trigger(json!({}), json!({}));
+    let runs = [
+        run("r1", Phase::Succeeded, "2030-01-01T00:01:00Z"),
+        run("r2", Phase::Running, "2030-01-01T00:02:00Z"),
+    ];
+    // The trigger's status never heard of either run.
+    let d = decide_at(&t, "2030-01-01T00:02:30Z", &runs);
+    assert_eq!(
+        d.status.last_run_time,
+        Some(Time(ts("2030-01-01T00:02:00Z")))
+    );
+    assert_eq!(d.status.last_run_name.as_deref(), Some("r2"));
+    assert_eq!(d.status.last_run_reason, Some(RunReason::Schedule));
 }
