@@ -43,10 +43,12 @@ fn manifest(clusters: &[&str]) -> String {
 
 /// `hss-operator submit --wait` against the simulator with `extra` flags: (exit code, stdout).
 async fn submit(sim: &Simulator, manifest_text: &str, extra: &[&str]) -> (Option<i32>, String) {
+    // Unique per call: the two tests run side by side in one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = repo().join(format!(
-        "target/findings-{}-{}.yaml",
-        std::process::id(),
-        sim.created_tasks().len()
+        "target/findings-{}-{call}.yaml",
+        std::process::id()
     ));
     std::fs::write(&path, manifest_text).expect("write manifest");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hss-operator"))
