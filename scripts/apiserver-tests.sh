@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${KUBE_APISERVER_BIN:?set KUBE_APISERVER_BIN to the kube-apiserver to test against}"
 # Every test target that starts a control plane (tests/support's control_plane()).
-TARGETS=(controller install triggers leader lease rbac chaos claims tenant fleet findings)
+TARGETS=(controller install triggers leader lease rbac chaos claims tenant fleet findings credentials)
 if [ -z "${ETCD_BIN:-}" ]; then
   ETCD_BIN=$(KUBE_APISERVER_BIN='' bash scripts/kube-apiserver.sh | sed -n 's/^ETCD_BIN=//p' | tail -n1)
 fi

@@ -9,8 +9,11 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::hss::{
-    self, Budget, Credentials, Endpoint, HssClient, allow::AllowList, budget::DEFAULT_PER_MINUTE,
+    self, Budget, Credentials, Endpoint, HssClient,
+    allow::AllowList,
+    budget::DEFAULT_PER_MINUTE,
     client::ClientConfig,
+    sources::{self, Choice, SourceKind},
 };
 
 #[derive(clap::Args, Clone)]
@@ -64,6 +67,17 @@ pub struct HssArgs {
     #[arg(long, env = "HSS_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 
+    /// Where the operator's own credentials come from. `auto`: the access key or token flags
+    /// (and their environment names), then --credentials-secret (run), then the official
+    /// SDK's chain (oidc, env, profile, metadata, pod-identity). The others pick one source;
+    /// `static` only the flags.
+    #[arg(long, env = "HSS_CREDENTIALS_SOURCE", value_enum, default_value_t = SourceKind::Auto)]
+    pub credentials_source: SourceKind,
+
+    /// The ECS metadata service the `metadata` source asks (tests point it at a simulator).
+    #[arg(long, env = "HSS_METADATA_ENDPOINT", default_value = sources::chain::DEFAULT_METADATA_ENDPOINT, hide = true)]
+    pub metadata_endpoint: String,
+
     /// Calls per minute per API and credential (HSS allows 5); 0 disables client-side limiting.
     #[arg(long, env = "HSS_BUDGET_PER_MINUTE", default_value_t = DEFAULT_PER_MINUTE)]
     pub budget_per_minute: u32,
@@ -98,6 +112,8 @@ impl std::fmt::Debug for HssArgs {
             .field("secret_key", &hidden(&self.secret_key))
             .field("security_token", &hidden(&self.security_token))
             .field("auth_token", &hidden(&self.auth_token))
+            .field("credentials_source", &self.credentials_source)
+            .field("metadata_endpoint", &self.metadata_endpoint)
             .field("budget_per_minute", &self.budget_per_minute)
             .field("budget_window", &self.budget_window)
             .field("timeout", &self.timeout)
@@ -157,6 +173,8 @@ pub enum Error {
     EndpointNotAllowed(String),
     #[error("failed to use the credentials")]
     Credentials(#[from] hss::credentials::Error),
+    #[error("failed to find credentials from --credentials-source")]
+    Source(#[from] sources::Error),
     #[error("failed to read the CA bundle {path}")]
     CaBundle {
         path: PathBuf,
@@ -176,6 +194,7 @@ impl Error {
             Error::InsecureEndpoint(_) => "insecure_endpoint",
             Error::EndpointNotAllowed(_) => "endpoint_not_allowed",
             Error::NoCredentials | Error::Credentials(_) => "invalid_credentials",
+            Error::Source(e) => e.category(),
             Error::CaBundle { .. } | Error::CaBundleEmpty { .. } => "invalid_config",
             Error::Client(e) => e.category(),
         }
@@ -341,16 +360,58 @@ impl HssArgs {
         }
     }
 
+    /// The operator's own credentials and where they come from (`--credentials-source`);
+    /// `None` when `auto` leaves them to a Secret (`secret_configured`, `run` only). A
+    /// provider's first fetch happens on first use, not here (except in the chain, which
+    /// needs an answer from metadata and pod identity to pick them, as the SDK does).
+    pub async fn own_credentials(
+        &self,
+        http: &reqwest::Client,
+        secret_configured: bool,
+    ) -> Result<Option<Choice>, Error> {
+        let flags = self.access_key.is_some() || self.auth_token.is_some();
+        let kind = match self.credentials_source {
+            SourceKind::Static => return self.static_choice().map(Some),
+            SourceKind::Auto if flags => return self.static_choice().map(Some),
+            SourceKind::Auto if secret_configured => return Ok(None),
+            SourceKind::Auto => SourceKind::Chain,
+            other => other,
+        };
+        let env = |name: &str| std::env::var(name).ok();
+        let setup = sources::Setup {
+            env: &env,
+            http: http.clone(),
+            metadata_endpoint: self.metadata_endpoint.clone(),
+            allow_insecure: self.allow_insecure_endpoints,
+        };
+        Ok(Some(sources::choose(kind, &setup).await?))
+    }
+
+    fn static_choice(&self) -> Result<Choice, Error> {
+        let credentials = self.credentials()?;
+        Ok(Choice {
+            detail: credentials.identity(),
+            credentials,
+            source: "static",
+        })
+    }
+
     pub fn budget(&self) -> Budget {
         Budget::per_window(self.budget_per_minute, self.budget_window)
     }
 
-    /// A client for these settings.
-    pub fn client(&self, o: &Overrides<'_>, budget: Budget) -> Result<HssClient, Error> {
+    /// A client for these settings, with the credentials `--credentials-source` gives.
+    pub async fn client(&self, o: &Overrides<'_>, budget: Budget) -> Result<HssClient, Error> {
+        let http = self.http_client()?;
+        let config = self.client_config(o)?;
+        let Some(choice) = self.own_credentials(&http, false).await? else {
+            return Err(Error::NoCredentials);
+        };
+        tracing::info!(source = choice.source, detail = %choice.detail, "using credentials");
         Ok(HssClient::with_http(
-            self.http_client()?,
-            self.client_config(o)?,
-            self.credentials()?,
+            http,
+            config,
+            choice.credentials,
             budget,
         ))
     }
@@ -442,7 +503,7 @@ mod tests {
             let err = a.http_client().expect_err(why);
             assert_eq!(err.category(), "invalid_config", "{why}");
             assert!(
-                a.client(&Overrides::default(), a.budget()).is_err(),
+                futures::executor::block_on(a.client(&Overrides::default(), a.budget())).is_err(),
                 "{why}: no client without it"
             );
         }

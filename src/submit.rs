@@ -521,7 +521,7 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
     for note in ignored {
         tracing::warn!("{note}");
     }
-    let client = args.hss.client(&overrides, args.hss.budget())?;
+    let client = args.hss.client(&overrides, args.hss.budget()).await?;
     let req = spec.to_request().map_err(|e| Error::Invalid(e.0))?;
     let mut report = create_once(&client, &req, args.max_attempts.max(1)).await?;
     if args.output == OutputFormat::Text {

@@ -1,6 +1,13 @@
 //! Which credentials and HSS client a ClusterScanTask uses: its own Secret, or the operator's
-//! defaults (flags and environment, or `--credentials-secret`), and one shared client per
-//! endpoint, project and credentials source.
+//! defaults ([`Own`]: flags and environment, a source without long-lived keys, or
+//! `--credentials-secret`), and one shared client per endpoint, project and credentials
+//! source.
+//!
+//! A provider's credentials are fetched (or taken from its cache) before an object's client
+//! is handed out: a source that fails (identity revoked, agent down) becomes
+//! `CredentialsReady=False` (`CredentialsUnavailable`) and an Event, and spends no HSS budget.
+//! Fixed temporary credentials HSS refused wait for their Secret to change
+//! (`CredentialsExpired`) instead of being sent again.
 //!
 //! Secrets are read with `get`, by name, when an object is reconciled; never listed or
 //! watched. The client cache is keyed by where the credentials come from and remembers which
@@ -17,8 +24,18 @@ use super::{
 use crate::{
     config::Overrides,
     crd::ClusterScanTask,
-    hss::{self, Credentials, HssClient},
+    hss::{self, Credentials, HssClient, sources::Choice},
 };
+
+/// The operator's own (default) credentials, decided once at start-up.
+pub enum Own {
+    /// From flags, the environment or a source; a provider is shared by every client.
+    Ready(Choice),
+    /// Read from `--credentials-secret` when an object needs them.
+    FromSecret,
+    /// None: why not (what each source of the chain lacked).
+    Missing(String),
+}
 
 /// Past this many cached clients the cache starts over (clients are cheap to rebuild: they
 /// share one connection pool and the budget lives elsewhere).
@@ -75,6 +92,13 @@ impl Context {
         if let Some((held, client)) = clients.get(&key)
             && *held == version
         {
+            if client.credentials().is_refused() {
+                return Ok(Err(Unusable::Credentials(CredentialsProblem::Expired(
+                    format!(
+                        "HSS refused the temporary credentials from {source} (expired?); the scan goes on once they are replaced"
+                    ),
+                ))));
+            }
             return Ok(Ok(client.clone()));
         }
         if clients.len() >= KEEP_CLIENTS {
@@ -98,17 +122,24 @@ impl Context {
             &self.args.credentials_secret,
         ) {
             (Some(r), _) => (obj.namespace().unwrap_or_default(), r.name.clone()),
-            (None, _)
-                if self.args.hss.access_key.is_some() || self.args.hss.auth_token.is_some() =>
-            {
-                return Ok(match self.args.hss.credentials() {
-                    Ok(c) => Ok(Found {
-                        version: c.identity(),
-                        credentials: c,
-                        source: "flags".into(),
-                    }),
-                    Err(e) => Err(CredentialsProblem::Invalid(crate::report_error(&e))),
-                });
+            (None, _) if let Own::Ready(choice) = &self.own => {
+                if let Some(provider) = choice.credentials.provider()
+                    && let Err(e) = provider.current().await
+                {
+                    return Ok(Err(CredentialsProblem::Unavailable(format!(
+                        "the operator's credentials from {}: {}",
+                        provider.name(),
+                        crate::report_error(&e)
+                    ))));
+                }
+                return Ok(Ok(Found {
+                    version: choice.credentials.identity(),
+                    credentials: choice.credentials.clone(),
+                    source: choice.source.into(),
+                }));
+            }
+            (None, _) if let Own::Missing(why) = &self.own => {
+                return Ok(Err(CredentialsProblem::NoDefault(why.clone())));
             }
             (None, Some(default)) => match default.split_once('/') {
                 Some((ns, name)) => (ns.to_string(), name.to_string()),
@@ -118,7 +149,7 @@ impl Context {
                     ))));
                 }
             },
-            (None, None) => return Ok(Err(CredentialsProblem::NoDefault)),
+            (None, None) => return Ok(Err(CredentialsProblem::NoDefault(String::new()))),
         };
         let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &ns);
         let secret = match secrets.get_opt(&name).await {
@@ -179,7 +210,12 @@ pub enum Unusable {
 pub enum CredentialsProblem {
     Missing(String),
     Invalid(String),
-    NoDefault,
+    /// The operator has no default credentials; why (may be empty).
+    NoDefault(String),
+    /// The operator's source failed to give credentials (revoked, unreachable).
+    Unavailable(String),
+    /// HSS refused fixed temporary credentials; waiting for new ones.
+    Expired(String),
 }
 
 impl CredentialsProblem {
@@ -187,17 +223,25 @@ impl CredentialsProblem {
         match self {
             CredentialsProblem::Missing(_) => "SecretNotFound",
             CredentialsProblem::Invalid(_) => "SecretInvalid",
-            CredentialsProblem::NoDefault => "NoCredentials",
+            CredentialsProblem::NoDefault(_) => "NoCredentials",
+            CredentialsProblem::Unavailable(_) => "CredentialsUnavailable",
+            CredentialsProblem::Expired(_) => "CredentialsExpired",
         }
     }
 
     pub(crate) fn message(&self) -> String {
         match self {
-            CredentialsProblem::Missing(m) | CredentialsProblem::Invalid(m) => m.clone(),
-            CredentialsProblem::NoDefault => {
+            CredentialsProblem::Missing(m)
+            | CredentialsProblem::Invalid(m)
+            | CredentialsProblem::Unavailable(m)
+            | CredentialsProblem::Expired(m) => m.clone(),
+            CredentialsProblem::NoDefault(why) if why.is_empty() => {
                 "spec.credentialsSecretRef is not set and the operator has no default credentials"
                     .into()
             }
+            CredentialsProblem::NoDefault(why) => format!(
+                "spec.credentialsSecretRef is not set and the operator has no default credentials ({why})"
+            ),
         }
     }
 }

@@ -61,7 +61,7 @@ use crate::{
     metrics::Metrics,
 };
 
-pub use credentials::{CredentialsProblem, Unusable, credentials_from_secret};
+pub use credentials::{CredentialsProblem, Own, Unusable, credentials_from_secret};
 pub use poller::Poller;
 
 /// The ClusterScanTask controller's flags (part of `hss-operator run`).
@@ -165,6 +165,45 @@ pub enum Step {
 /// crash at that point (the test then aborts the controller task).
 pub type FailPoint = Arc<dyn Fn(Step, String) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Decides the operator's own credentials once and says at start-up which source they come
+/// from (never a secret). A provider's first fetch is tried here so a broken source shows in
+/// the log at once; it is not fatal: objects with their own Secret still run, and the others
+/// say `CredentialsUnavailable` until the source answers.
+async fn own_credentials(args: &ScanArgs, http: &reqwest::Client) -> Own {
+    match args
+        .hss
+        .own_credentials(http, args.credentials_secret.is_some())
+        .await
+    {
+        Ok(Some(choice)) => {
+            tracing::info!(source = choice.source, detail = %choice.detail, "operator credentials");
+            if let Some(provider) = choice.credentials.provider()
+                && let Err(e) = provider.current().await
+            {
+                tracing::warn!(
+                    source = provider.name(),
+                    category = e.category(),
+                    error = %crate::report_error(&e),
+                    "the credential source gave no credentials yet"
+                );
+            }
+            Own::Ready(choice)
+        }
+        Ok(None) => {
+            tracing::info!(
+                source = "secret",
+                "operator credentials from --credentials-secret, read when needed"
+            );
+            Own::FromSecret
+        }
+        Err(e) => {
+            let why = crate::report_error(&e);
+            tracing::warn!(category = e.category(), error = %why, "the operator has no default credentials; ClusterScanTasks need their own Secret");
+            Own::Missing(why)
+        }
+    }
+}
+
 /// Everything reconcile touches.
 pub struct Context {
     pub kube: Client,
@@ -173,6 +212,8 @@ pub struct Context {
     pub args: ScanArgs,
     pub budget: Budget,
     http: reqwest::Client,
+    /// The operator's own credentials, decided at start-up.
+    own: Own,
     /// Clients by settings and credentials source, with the credentials' version.
     clients: Mutex<HashMap<String, (String, HssClient)>>,
     /// One cache per watched scope.
@@ -442,6 +483,7 @@ pub async fn run(
     // a bad one stops the start instead of failing every object, or being left out.
     args.hss.validate().map_err(Error::Config)?;
     let http = args.hss.http_client().map_err(Error::Config)?;
+    let own = own_credentials(&args, &http).await;
     // One unpaged list from the API server's watch cache: paging (kube's default of 500)
     // turns off the cache and reads etcd page by page, about 4x slower for 10,000 objects.
     let mut wc = watcher::Config::default().any_semantic();
@@ -487,6 +529,7 @@ pub async fn run(
         args,
         budget,
         http,
+        own,
         clients: Mutex::default(),
         stores: controllers.iter().map(|(_, c)| c.store()).collect(),
         ledger,

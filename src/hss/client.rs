@@ -154,6 +154,11 @@ impl HssClient {
     }
 
     /// Shares an existing reqwest client (connection pool) between several credentials.
+    /// The credentials calls are made with.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     pub fn with_http(
         http: reqwest::Client,
         config: ClientConfig,
@@ -408,7 +413,7 @@ impl HssClient {
         if let Some(ep) = &self.config.enterprise_project_id {
             query.push(("enterprise_project_id".into(), ep.clone()));
         }
-        let auth = self
+        let (auth, used) = self
             .credentials
             .auth()
             .await
@@ -516,9 +521,7 @@ impl HssClient {
         if status == 429 {
             self.budget.throttled(&self.budget_key(api), retry_after);
         }
-        if status == 401 && self.credentials.refreshable() {
-            self.credentials.invalidate().await;
-        }
+        let refreshable = status == 401 && self.credentials.refused(used).await;
         // What a server says is bounded here, before it can reach status, Events or logs.
         Err(Error::Service {
             api,
@@ -528,7 +531,7 @@ impl HssClient {
             request_id: request_id
                 .or_else(|| text::bounded_opt(err_body.request_id.as_deref(), text::REQUEST_ID)),
             retry_after,
-            refreshable: self.credentials.refreshable(),
+            refreshable,
         })
     }
 }

@@ -8,13 +8,31 @@
 //! exchanges a password for a token at `POST /v3/auth/tokens`, reads it from the
 //! `X-Subject-Token` header, caches it and fetches a new one [`REFRESH_BEFORE`] its expiry.
 //! Concurrent callers share one fetch.
+//!
+//! Temporary credentials from a source without long-lived keys (pod identity, ECS agency,
+//! federation, OIDC) are [`Credentials::Provided`]: see [`super::sources`].
+//!
+//! After a 401 ([`Credentials::refused`]): provided credentials and IAM tokens are fetched
+//! anew once, if the refused ones came from the cache; fixed temporary credentials (a
+//! Secret's security token) are marked refused, so their holder waits for new ones instead of
+//! sending them again; permanent AK/SK are never retried (HSS locks them after repeated
+//! signature failures).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::endpoint::Endpoint;
+use super::{
+    endpoint::Endpoint,
+    sources::{self, Generation, Provider},
+};
 
 /// A cached IAM token is replaced this long before it expires.
 pub const REFRESH_BEFORE: Duration = Duration::from_secs(10 * 60);
@@ -36,6 +54,8 @@ pub enum Error {
     IamRejected { status: u16 },
     #[error("failed to get an IAM token: the reply had no X-Subject-Token header")]
     IamNoToken,
+    #[error("failed to get temporary credentials from {}", .0.source_name())]
+    Source(#[source] sources::Error),
 }
 
 impl Error {
@@ -45,6 +65,7 @@ impl Error {
             Error::IamTransport(_) => "iam_unreachable",
             Error::IamRejected { .. } => "iam_rejected",
             Error::IamNoToken => "iam_bad_reply",
+            Error::Source(e) => e.category(),
         }
     }
 }
@@ -57,9 +78,13 @@ pub enum Credentials {
         ak: String,
         sk: SecretString,
         security_token: Option<SecretString>,
+        /// HSS refused these temporary credentials once (shared by clones).
+        refused: Arc<AtomicBool>,
     },
     /// `X-Auth-Token` from a fixed token or an IAM provider.
     Token(Arc<TokenSource>),
+    /// Temporary AK/SK + security token from a source, refreshed before expiry.
+    Provided(Arc<Provider>),
 }
 
 /// Where an IAM token comes from.
@@ -87,6 +112,7 @@ impl std::fmt::Debug for Credentials {
                     .field("domain", &p.domain)
                     .finish_non_exhaustive(),
             },
+            Credentials::Provided(p) => write!(f, "Provided({})", p.name()),
         }
     }
 }
@@ -112,6 +138,7 @@ impl Credentials {
             ak: ak.trim().to_string(),
             sk: SecretString::from(sk.trim().to_string()),
             security_token: None,
+            refused: Arc::default(),
         })
     }
 
@@ -125,6 +152,7 @@ impl Credentials {
             ak,
             sk,
             security_token: Some(SecretString::from(security_token.trim().to_string())),
+            refused: Arc::default(),
         })
     }
 
@@ -152,7 +180,8 @@ impl Credentials {
     }
 
     /// Opaque, non-secret identity for budgets and logs: `ak:<access key id>` or
-    /// `token:<8 hex of the token's SHA-256>` or `iam:<user>@<domain>`.
+    /// `token:<8 hex of the token's SHA-256>` or `iam:<user>@<domain>` or `source:<name>` (one
+    /// identity across refreshes: the budget is the user's, not one key's).
     pub fn identity(&self) -> String {
         match self {
             Credentials::AkSk { ak, .. } => format!("ak:{ak}"),
@@ -163,13 +192,32 @@ impl Credentials {
                 }
                 TokenSource::Iam(p) => format!("iam:{}@{}", p.user, p.domain),
             },
+            Credentials::Provided(p) => format!("source:{}", p.name()),
         }
     }
 
-    /// Whether a 401 may mean an expired token worth one refresh (never true for AK/SK: a
-    /// signature failure is not retried, HSS locks an AK/SK after repeated failures).
-    pub fn refreshable(&self) -> bool {
-        matches!(self, Credentials::Token(s) if matches!(s.as_ref(), TokenSource::Iam(_)))
+    /// Whether these credentials expire and can be replaced (so a 401 may mean "expired",
+    /// not "wrong key").
+    pub fn temporary_kind(&self) -> bool {
+        match self {
+            Credentials::AkSk { security_token, .. } => security_token.is_some(),
+            Credentials::Token(s) => matches!(s.as_ref(), TokenSource::Iam(_)),
+            Credentials::Provided(_) => true,
+        }
+    }
+
+    /// Whether HSS refused these fixed temporary credentials: their holder must wait for new
+    /// ones (a changed Secret) instead of sending them again.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Credentials::AkSk { refused, .. } if refused.load(Ordering::Relaxed))
+    }
+
+    /// The provider behind [`Credentials::Provided`].
+    pub fn provider(&self) -> Option<&Arc<Provider>> {
+        match self {
+            Credentials::Provided(p) => Some(p),
+            _ => None,
+        }
     }
 }
 
@@ -219,16 +267,21 @@ impl IamTokenProvider {
 
     /// A valid token, from the cache or fetched now.
     pub async fn token(&self) -> Result<SecretString, Error> {
+        Ok(self.token_with_freshness().await?.0)
+    }
+
+    /// A valid token, and whether it was fetched for this call.
+    async fn token_with_freshness(&self) -> Result<(SecretString, bool), Error> {
         let mut cache = self.cache.lock().await;
         if let Some((token, refresh_at)) = cache.as_ref()
             && tokio::time::Instant::now() < *refresh_at
         {
-            return Ok(token.clone());
+            return Ok((token.clone(), false));
         }
         let (token, lifetime) = self.fetch().await?;
         let refresh_in = lifetime.saturating_sub(REFRESH_BEFORE);
         *cache = Some((token.clone(), tokio::time::Instant::now() + refresh_in));
-        Ok(token)
+        Ok((token, true))
     }
 
     /// Forgets the cached token (after a 401).
@@ -285,6 +338,14 @@ impl IamTokenProvider {
     }
 }
 
+/// Which credentials a call used, so a 401 can be judged ([`Credentials::refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Used {
+    Fixed,
+    Iam { fresh: bool },
+    Provided(Generation),
+}
+
 /// What goes on a request for these credentials: either a signing key or an auth token.
 pub(crate) enum Auth {
     Sign {
@@ -296,29 +357,65 @@ pub(crate) enum Auth {
 }
 
 impl Credentials {
-    pub(crate) async fn auth(&self) -> Result<Auth, Error> {
+    pub(crate) async fn auth(&self) -> Result<(Auth, Used), Error> {
         Ok(match self {
             Credentials::AkSk {
                 ak,
                 sk,
                 security_token,
-            } => Auth::Sign {
-                ak: ak.clone(),
-                sk: sk.clone(),
-                security_token: security_token.clone(),
-            },
+                ..
+            } => (
+                Auth::Sign {
+                    ak: ak.clone(),
+                    sk: sk.clone(),
+                    security_token: security_token.clone(),
+                },
+                Used::Fixed,
+            ),
             Credentials::Token(source) => match source.as_ref() {
-                TokenSource::Static(t) => Auth::Token(t.clone()),
-                TokenSource::Iam(p) => Auth::Token(p.token().await?),
+                TokenSource::Static(t) => (Auth::Token(t.clone()), Used::Fixed),
+                TokenSource::Iam(p) => {
+                    let (token, fresh) = p.token_with_freshness().await?;
+                    (Auth::Token(token), Used::Iam { fresh })
+                }
             },
+            Credentials::Provided(p) => {
+                let (t, generation) = p.current().await.map_err(Error::Source)?;
+                (
+                    Auth::Sign {
+                        ak: t.ak,
+                        sk: t.sk,
+                        security_token: Some(t.security_token),
+                    },
+                    Used::Provided(generation),
+                )
+            }
         })
     }
 
-    pub(crate) async fn invalidate(&self) {
-        if let Credentials::Token(source) = self
-            && let TokenSource::Iam(p) = source.as_ref()
-        {
-            p.invalidate().await;
+    /// HSS answered 401 to a call that used `used`: whether a retry can help (see the module
+    /// docs). Cached provider credentials are dropped; fixed temporary ones marked refused.
+    pub(crate) async fn refused(&self, used: Used) -> bool {
+        match (self, used) {
+            (Credentials::Provided(p), Used::Provided(generation)) => p.refused(generation).await,
+            (Credentials::Token(source), Used::Iam { fresh }) => {
+                if let TokenSource::Iam(p) = source.as_ref() {
+                    p.invalidate().await;
+                }
+                !fresh
+            }
+            (
+                Credentials::AkSk {
+                    security_token: Some(_),
+                    refused,
+                    ..
+                },
+                _,
+            ) => {
+                // Retryable once: the holder then sees `is_refused` and waits for new ones.
+                !refused.swap(true, Ordering::Relaxed)
+            }
+            _ => false,
         }
     }
 }
@@ -350,13 +447,18 @@ mod tests {
         assert!(Credentials::token("").is_err());
     }
 
-    #[test]
-    fn only_iam_providers_are_refreshable() {
-        assert!(
-            !Credentials::permanent("ak", "sk")
-                .expect("ok")
-                .refreshable()
-        );
-        assert!(!Credentials::token("t").expect("ok").refreshable());
+    #[tokio::test]
+    async fn a_401_is_retried_once_for_temporary_credentials_and_never_for_permanent_keys() {
+        let permanent = Credentials::permanent("ak", "sk").expect("ok");
+        assert!(!permanent.refused(Used::Fixed).await, "HSS locks AK/SK");
+        assert!(!permanent.is_refused());
+        let fixed_token = Credentials::token("t").expect("ok");
+        assert!(!fixed_token.refused(Used::Fixed).await);
+
+        let temporary = Credentials::temporary("ak", "sk", "st").expect("ok");
+        let held_by_a_client = temporary.clone();
+        assert!(temporary.refused(Used::Fixed).await, "one retry");
+        assert!(held_by_a_client.is_refused(), "shared by clones");
+        assert!(!temporary.refused(Used::Fixed).await, "never a second");
     }
 }

@@ -34,7 +34,8 @@ pub enum Error {
         message: Option<String>,
         request_id: Option<String>,
         retry_after: Option<Duration>,
-        /// Whether the credentials can be refreshed (IAM tokens), making a 401 retryable.
+        /// Whether a retry can help after a 401: temporary credentials whose cached or
+        /// fixed copy was refused (see `credentials`); never for permanent AK/SK.
         refreshable: bool,
     },
     /// The request never left: connection refused, DNS, TLS handshake, connect timeout.

@@ -2,6 +2,7 @@
 //!
 //! - [`signer`]: SDK-HMAC-SHA256, exactly as the official SDKs sign.
 //! - [`credentials`]: permanent AK/SK, temporary AK/SK + security token, IAM tokens.
+//! - [`sources`]: the SDK's credential sources without long-lived keys, refreshed.
 //! - [`endpoint`]: region table and explicit overrides; [`allow`]: where credentials may go.
 //! - [`text`]: bounds on what servers say.
 //! - [`model`]: request and response bodies.
@@ -21,6 +22,7 @@ pub mod model;
 pub mod resolve;
 pub mod results;
 pub mod signer;
+pub mod sources;
 pub mod text;
 pub mod wire;
 

@@ -17,6 +17,7 @@
 //! | ListSecurityCheckClusterReports | `GET /v5/{project_id}/security-check/containers/cluster-reports?offset&limit&cluster_id` |
 //! | ListIacFileRisks | `GET /v5/{project_id}/container/iac/file/risks?file_id&offset&limit&risk_level` |
 //! | IAM token (only with `--iam-user`) | `POST /v3/auth/tokens` |
+//! | pod identity, ECS metadata, IAM federation, STS OIDC | see `server/identity.rs` |
 //!
 //! Findings are deterministic per (seed, cluster, scan type) and per (seed, IaC file), and
 //! appear when a successful scan of it finishes (`state/findings.rs`).
@@ -29,8 +30,9 @@
 //!    (checked with [`crate::hss::signer::verify`] over the decoded path and query, all received
 //!    headers, the exact body and the real wall clock, so 15 minutes of skew is refused), or an
 //!    `X-Auth-Token` that is configured or was issued by `/v3/auth/tokens` in the last 24 hours.
-//!    An `X-Security-Token` header is accepted with any value but must be signed. Failure:
-//!    `401 APIGW.0301`.
+//!    An `X-Security-Token` header must be signed; with configured keys any value is accepted,
+//!    with temporary keys the identity endpoints issued it must be theirs and unexpired.
+//!    Failure: `401 APIGW.0301`.
 //! 2. **Project.** With `--project-id`, other projects get `404 APIGW.0101`. Tasks are visible
 //!    only in the project that created them.
 //! 3. **Throttling.** Per (user, API), at most N calls whose arrival is within the last 60 s;
@@ -247,7 +249,17 @@ pub struct SimArgs {
     /// Seed for task ids, request ids, tokens and fault draws.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+    /// Token the identity endpoints accept (pod identity Authorization, federation and OIDC ID
+    /// tokens; repeatable). Default: sim-id-token.
+    #[arg(long = "identity-token", value_name = "TOKEN")]
+    pub identity_tokens: Vec<Secret>,
+    /// Lifetime of the temporary credentials the identity endpoints issue.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub temporary_credential_ttl: Duration,
 }
+
+/// The token the identity endpoints accept by default.
+pub const DEFAULT_IDENTITY_TOKEN: &str = "sim-id-token";
 
 /// Everything the simulator is configured with.
 #[derive(Debug, Clone)]
@@ -267,6 +279,10 @@ pub struct SimConfig {
     pub clusters: Vec<ClusterDef>,
     pub faults: Vec<FaultSpec>,
     pub seed: u64,
+    /// Tokens the identity endpoints accept (`server/identity.rs`).
+    pub identity_tokens: Vec<Secret>,
+    /// Lifetime of the temporary credentials they issue.
+    pub temporary_credential_ttl: Duration,
 }
 
 /// For tests: a free loopback port, credential AKSIM:SKSIM, no throttling, tasks running at
@@ -287,6 +303,8 @@ impl Default for SimConfig {
             clusters: ClusterDef::defaults(),
             faults: Vec::new(),
             seed: 0,
+            identity_tokens: vec![Secret::new(DEFAULT_IDENTITY_TOKEN)],
+            temporary_credential_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -315,6 +333,12 @@ impl From<SimArgs> for SimConfig {
             },
             faults: args.faults,
             seed: args.seed,
+            identity_tokens: if args.identity_tokens.is_empty() {
+                vec![Secret::new(DEFAULT_IDENTITY_TOKEN)]
+            } else {
+                args.identity_tokens
+            },
+            temporary_credential_ttl: args.temporary_credential_ttl,
         }
     }
 }

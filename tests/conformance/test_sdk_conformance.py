@@ -7,19 +7,13 @@ into its own models and exceptions exactly as it would a real HSS answer.
 Simulator contract (started once per session by the `simulator` fixture):
     $HSS_OPERATOR_BIN simulate-hss --listen 127.0.0.1:0 --credential AK:SK --project-id PROJECT \
         --throttle-per-minute 0 --run-after 0s --finish-after 1s
-whose first stdout line is `listening on http://IP:PORT`.
+whose first stdout line is `listening on http://IP:PORT` (conftest.py starts it).
 HSS_OPERATOR_BIN defaults to <repo>/target/debug/hss-operator.
 
 Run:  .venv/bin/python -m pytest tests/conformance -v
 """
-import os
-import queue
-import re
-import subprocess
-import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
@@ -53,75 +47,30 @@ from huaweicloudsdkhss.v5 import (
     ShowTaskStatisticsRequest,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "hss-operator"
-
 AK = "AKCONFORMANCE0000001"
 SK = "SKconformance00000000000000000000000000001"
 WRONG_SK = "SKconformance0000000000000000000000000000X"
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 
-STARTUP_TIMEOUT_S = 30.0
 FINISH_TIMEOUT_S = 30.0  # the simulator runs with --run-after 0s --finish-after 1s
 POLL_INTERVAL_S = 0.2
 
 ALL_SCAN_TYPES = ["cluster_vul", "risk_assessment", "benchmark"]
-LISTENING_RE = re.compile(r"^listening on (http://\S+:\d+)\s*$")
 
 
 # ------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def simulator(tmp_path_factory):
-    """Start `hss-operator simulate-hss`, yield its base URL, stop it at the end."""
-    binary = Path(os.environ.get("HSS_OPERATOR_BIN") or DEFAULT_BIN)
-    if not binary.is_file():
-        pytest.fail("simulator binary not found at %s (build it: cargo build; or set HSS_OPERATOR_BIN)" % binary)
-    stderr_path = tmp_path_factory.mktemp("simulator") / "stderr.log"
-    stderr_file = open(stderr_path, "wb")
-    proc = subprocess.Popen(
-        [str(binary), "simulate-hss",
-         "--listen", "127.0.0.1:0",
-         "--credential", "%s:%s" % (AK, SK),
-         "--project-id", PROJECT_ID,
-         "--throttle-per-minute", "0",
-         "--run-after", "0s",
-         "--finish-after", "1s"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file,
-    )
-    lines = queue.Queue()
-
-    def pump_stdout():  # keep draining so the child never blocks on a full pipe
-        for raw in proc.stdout:
-            lines.put(raw.decode("utf-8", "replace"))
-        lines.put(None)
-
-    threading.Thread(target=pump_stdout, daemon=True).start()
-
-    def stop():
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        stderr_file.close()
-
+def simulator(launch_simulator):
+    """Start `hss-operator simulate-hss` (see conftest.py), yield its base URL, stop it at the end."""
+    sim = launch_simulator("--credential", "%s:%s" % (AK, SK),
+                           "--project-id", PROJECT_ID,
+                           "--throttle-per-minute", "0",
+                           "--run-after", "0s",
+                           "--finish-after", "1s")
     try:
-        first = lines.get(timeout=STARTUP_TIMEOUT_S)
-    except queue.Empty:
-        stop()
-        pytest.fail("simulator printed nothing within %.0fs; stderr:\n%s"
-                    % (STARTUP_TIMEOUT_S, stderr_path.read_text(errors="replace")))
-    match = LISTENING_RE.match(first or "")
-    if not match:
-        stop()
-        pytest.fail("simulator's first stdout line was %r, expected 'listening on http://IP:PORT'; stderr:\n%s"
-                    % (first, stderr_path.read_text(errors="replace")))
-    try:
-        yield match.group(1)
+        yield sim.url
     finally:
-        stop()
+        sim.stop()
 
 
 def make_client(endpoint, sk=SK):

@@ -161,6 +161,12 @@ impl OperatorProcess {
         self
     }
 
+    /// Removes an environment variable (the simulator's default key, say).
+    pub fn without_env(mut self, key: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self
+    }
+
     /// The command, ready to spawn: stdin and stdout closed, stderr appended to the log.
     pub fn command(&self) -> io::Result<Command> {
         let log = std::fs::OpenOptions::new()

@@ -32,6 +32,11 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/__sim/clusters/{id}/fail",
             post(sim_fail_cluster).delete(sim_unfail_cluster),
         )
+        .route(
+            "/__sim/identity/revoke",
+            post(sim_revoke_identity).delete(sim_restore_identity),
+        )
+        .route("/__sim/identity/issued", get(sim_issued))
         .route_layer(axum::middleware::from_fn(loopback_only))
 }
 
@@ -124,6 +129,20 @@ async fn sim_clear_faults(State(s): AppState, req: Request) -> Response {
 async fn sim_fail_cluster(State(s): AppState, Path(id): Path<String>) -> Response {
     write(&s.store).fail_cluster(&id, true);
     StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sim_revoke_identity(State(s): AppState) -> Response {
+    s.identity.revoke(true);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sim_restore_identity(State(s): AppState) -> Response {
+    s.identity.revoke(false);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sim_issued(State(s): AppState) -> Response {
+    axum::Json(s.identity.counts()).into_response()
 }
 
 async fn sim_unfail_cluster(State(s): AppState, Path(id): Path<String>) -> Response {

@@ -145,6 +145,18 @@ impl Simulator {
 
     /// Stops accepting, closes idle connections, lets calls in flight finish (bounded), and
     /// returns when the server task has ended.
+    /// Refuses every identity source and forgets the temporary credentials issued (`false`
+    /// lets the sources answer again).
+    pub fn revoke_identity(&self, revoked: bool) {
+        self.shared.identity.revoke(revoked);
+    }
+
+    /// Temporary credentials issued so far, per source (`pod-identity`, `metadata`,
+    /// `federation`, `oidc`).
+    pub fn issued_credentials(&self) -> BTreeMap<&'static str, u64> {
+        self.shared.identity.counts()
+    }
+
     pub async fn shutdown(self) {
         self.control.stop.send_replace(true);
         let server = lock(&self.control.server).take();

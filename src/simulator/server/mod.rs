@@ -6,6 +6,7 @@
 mod auth;
 mod control;
 mod handle;
+mod identity;
 mod reply;
 mod routes;
 
@@ -162,6 +163,7 @@ pub(crate) struct Shared {
     faults: Mutex<FaultBook>,
     calls: Mutex<BTreeMap<(String, u16), u64>>,
     issued: Mutex<IssuedTokens>,
+    identity: identity::Identity,
     request_seq: AtomicU64,
 }
 
@@ -195,6 +197,11 @@ impl Shared {
                 rng: StdRng::seed_from_u64(splitmix64(config.seed ^ 0x1A4)),
                 tokens: HashMap::new(),
             }),
+            identity: identity::Identity::new(
+                config.identity_tokens.clone(),
+                config.temporary_credential_ttl,
+                StdRng::seed_from_u64(splitmix64(config.seed ^ 0x1D)),
+            ),
             request_seq: AtomicU64::new(0),
         }
     }

@@ -129,6 +129,46 @@ async fn iam_tokens(State(s): AppState, r: Request) -> Response {
     s.api_call(Api::IamToken, String::new(), None, r).await
 }
 
+// ---------------------------------------------------------------- identity
+
+/// The identity endpoints answer directly: no HSS authentication, throttling or faults.
+async fn identity_call(
+    s: Arc<Shared>,
+    req: Request,
+    answer: impl FnOnce(&Shared, &axum::http::HeaderMap, &[u8]) -> Reply,
+) -> Response {
+    let request_id = s.next_request_id();
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Reply::raw(StatusCode::PAYLOAD_TOO_LARGE, Vec::new()).into_response(&request_id);
+    };
+    answer(&s, &parts.headers, &body).into_response(&request_id)
+}
+
+async fn pod_identity(State(s): AppState, r: Request) -> Response {
+    identity_call(s, r, |s, h, _| s.pod_identity(h)).await
+}
+
+async fn metadata_token(State(s): AppState, r: Request) -> Response {
+    identity_call(s, r, |s, h, _| s.metadata_token(h)).await
+}
+
+async fn metadata_securitykey(State(s): AppState, r: Request) -> Response {
+    identity_call(s, r, |s, h, _| s.metadata_securitykey(h)).await
+}
+
+async fn federation_token(State(s): AppState, r: Request) -> Response {
+    identity_call(s, r, |s, h, b| s.federation_token(h, b)).await
+}
+
+async fn federation_securitytokens(State(s): AppState, r: Request) -> Response {
+    identity_call(s, r, |s, _, b| s.federation_securitytokens(b)).await
+}
+
+async fn assume_with_oidc(State(s): AppState, r: Request) -> Response {
+    identity_call(s, r, |s, _, b| s.assume_with_oidc(b)).await
+}
+
 // ---------------------------------------------------------------- control plane
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -161,6 +201,15 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             get(iac_file_risks),
         )
         .route("/v3/auth/tokens", post(iam_tokens))
+        .route(super::identity::POD_IDENTITY_PATH, post(pod_identity))
+        .route("/meta-data/latest/api/token", put(metadata_token))
+        .route("/openstack/latest/securitykey", get(metadata_securitykey))
+        .route("/v3.0/OS-AUTH/id-token/tokens", post(federation_token))
+        .route(
+            "/v3.0/OS-CREDENTIAL/securitytokens",
+            post(federation_securitytokens),
+        )
+        .route("/v5/agencies/assume-with-oidc", post(assume_with_oidc))
         .merge(control::routes())
         .fallback(fallback)
         .method_not_allowed_fallback(fallback)

@@ -1,0 +1,208 @@
+//! The operator without long-lived keys, end to end on a real kube-apiserver: `hss-operator
+//! run` takes its identity from each source the official SDK has (the simulator serves them),
+//! runs scans with it, keeps short-lived credentials fresh through a long run without one
+//! failed HSS call, and says so on the object (condition and Event) when the identity is
+//! revoked, going on by itself once it is back.
+
+mod support;
+
+use std::{path::Path, time::Duration};
+
+use hss_operator::{
+    crd::{ClusterScanTask, Phase},
+    hss::{Api, sources::chain::env},
+    simulator::{DEFAULT_IDENTITY_TOKEN, SimConfig, Simulator},
+};
+use kube::{Api as KubeApi, api::PostParams};
+use support::*;
+
+/// The operator for `ns` with its identity from `source` (the simulator's long-lived key
+/// removed from its environment), polling every second.
+fn operator(ns: &str, sim: &Simulator, source: &str, log: &str) -> harness::OperatorProcess {
+    let url = sim.base_url();
+    let token = repo().join(format!("target/{log}.token"));
+    std::fs::write(&token, DEFAULT_IDENTITY_TOKEN).expect("token file");
+    let token = token.display().to_string();
+    let log = repo().join(format!("target/{log}.log"));
+    let _ = std::fs::remove_file(&log);
+    let op = harness::OperatorProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
+        &control_plane().kubeconfig,
+        ns,
+        &url,
+        &log,
+    )
+    .without_env("HUAWEICLOUD_SDK_AK")
+    .without_env("HUAWEICLOUD_SDK_SK")
+    .args([
+        "--credentials-source",
+        source,
+        "--budget-per-minute",
+        "0",
+        "--poll-interval",
+        "1s",
+        "--metadata-endpoint",
+        &url,
+        "--admin-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    match source {
+        "pod-identity" => op
+            .env(
+                env::POD_IDENTITY_URI,
+                &format!("{url}/v1/pod-identity/credentials"),
+            )
+            .env(env::POD_IDENTITY_TOKEN_FILE, &token),
+        "federation" => op
+            .env(env::IDP_ID, "sim-idp")
+            .env(env::ID_TOKEN_FILE, &token)
+            .env(env::IAM_ENDPOINT, &url),
+        "oidc" => op
+            .env(env::OIDC_PROVIDER_URN, "iam::0123:identity-provider:sim")
+            .env(env::OIDC_AGENCY_URN, "iam::0123:agency:hss-operator")
+            .env(env::OIDC_TOKEN_FILE, &token)
+            .env(env::STS_ENDPOINT, &url),
+        _ => op,
+    }
+}
+
+fn failed_calls(sim: &Simulator) -> Vec<((String, u16), u64)> {
+    sim.calls()
+        .into_iter()
+        .filter(|((_, status), _)| *status >= 400)
+        .collect()
+}
+
+#[tokio::test]
+async fn each_source_runs_scans_through_the_operator() {
+    let client = admin().await;
+    for source in ["pod-identity", "metadata", "federation", "oidc"] {
+        let ns = namespace(&client, &format!("creds-{source}")).await;
+        let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+        let _op = operator(&ns, &sim, source, &format!("credentials-{source}"))
+            .spawn()
+            .expect("start");
+        let api: KubeApi<ClusterScanTask> = KubeApi::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &cluster_scan("keyless"))
+            .await
+            .expect("create");
+        let done = wait_for(&api, "keyless", 60, |o| {
+            matches!(phase(o), Some(Phase::Succeeded | Phase::Failed))
+        })
+        .await;
+        assert_eq!(phase(&done), Some(Phase::Succeeded), "{source}");
+        assert_eq!(
+            condition(&done, "CredentialsReady").map(|c| c.0),
+            Some("True".into()),
+            "{source}"
+        );
+        let issued = sim.issued_credentials();
+        assert!(
+            issued.get(source).copied().unwrap_or(0) >= 1,
+            "{source}: {issued:?}"
+        );
+        assert_eq!(issued.len(), 1, "{source} alone: {issued:?}");
+        assert_eq!(failed_calls(&sim), vec![], "{source}");
+        assert_eq!(sim.created_tasks().len(), 1, "{source}");
+    }
+}
+
+#[tokio::test]
+async fn short_lived_credentials_expire_during_a_long_run_with_zero_failed_calls() {
+    let client = admin().await;
+    let ns = namespace(&client, "creds-short").await;
+    // Credentials live 4 s, scans 12 s: the operator polls ListTasks every second through
+    // about six generations of credentials.
+    let sim = Simulator::start(SimConfig {
+        temporary_credential_ttl: Duration::from_secs(4),
+        finish_after: Duration::from_secs(12),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let _op = operator(&ns, &sim, "pod-identity", "credentials-short")
+        .spawn()
+        .expect("start");
+    let api: KubeApi<ClusterScanTask> = KubeApi::namespaced(client.clone(), &ns);
+    for name in ["long-a", "long-b"] {
+        api.create(&PostParams::default(), &cluster_scan(name))
+            .await
+            .expect("create");
+    }
+    for name in ["long-a", "long-b"] {
+        let done = wait_for(&api, name, 90, |o| {
+            matches!(phase(o), Some(Phase::Succeeded | Phase::Failed))
+        })
+        .await;
+        assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");
+    }
+    let issued = sim.issued_credentials()["pod-identity"];
+    assert!(
+        issued >= 4,
+        "the credentials were refreshed: {issued} fetched"
+    );
+    assert_eq!(failed_calls(&sim), vec![], "not one HSS call failed");
+    assert!(sim.call_count(Api::ListTasks, Some(200)) >= 8);
+}
+
+#[tokio::test]
+async fn a_revoked_identity_gives_a_condition_and_an_event_and_recovers_when_restored() {
+    let client = admin().await;
+    let ns = namespace(&client, "creds-revoked").await;
+    let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+    sim.revoke_identity(true);
+    let _op = operator(&ns, &sim, "pod-identity", "credentials-revoked")
+        .spawn()
+        .expect("start");
+    let api: KubeApi<ClusterScanTask> = KubeApi::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &cluster_scan("revoked"))
+        .await
+        .expect("create");
+    let waiting = wait_for(&api, "revoked", 60, |o| {
+        condition(o, "CredentialsReady").is_some_and(|(s, _)| s == "False")
+    })
+    .await;
+    assert_eq!(
+        condition(&waiting, "CredentialsReady"),
+        Some(("False".into(), "CredentialsUnavailable".into()))
+    );
+    let message = waiting
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "CredentialsReady"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("pod-identity") && message.contains("403"),
+        "{message}"
+    );
+    assert!(!message.contains(DEFAULT_IDENTITY_TOKEN), "{message}");
+    assert_eq!(phase(&waiting), Some(Phase::Pending));
+    let events: KubeApi<k8s_openapi::api::events::v1::Event> =
+        KubeApi::namespaced(client.clone(), &ns);
+    let event = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let list = events.list(&Default::default()).await.expect("events");
+            if let Some(e) = list
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("CredentialsUnavailable"))
+            {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("a CredentialsUnavailable Event");
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(sim.call_count(Api::CreateTask, None), 0, "nothing sent");
+
+    sim.revoke_identity(false);
+    let done = wait_for(&api, "revoked", 90, |o| phase(o) == Some(Phase::Succeeded)).await;
+    assert_eq!(
+        condition(&done, "CredentialsReady").map(|c| c.0),
+        Some("True".into())
+    );
+    assert_eq!(sim.created_tasks().len(), 1);
+}
