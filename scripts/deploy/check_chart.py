@@ -1,6 +1,7 @@
 """The Helm chart's checks: lint and render every scenario, validate every object, and hold
 the renders to the chart's promises (hardened pod, probes, no literal credentials, RBAC exactly
-as the operator's permission table asks for the rendered flags, alerts, network policy)."""
+as the operator's permission table asks for the rendered flags, credential sources without
+long-lived keys, alerts, network policy), and make sure what cannot work fails to render."""
 import json
 import os
 import pathlib
@@ -55,7 +56,74 @@ SCENARIOS = {
             "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "hss-operator"}},
         }],
     },
+    # Default credentials without long-lived keys (credentials.source), one scenario a source.
+    "source-federation": {
+        "credentials": {"source": "federation", "federation": {
+            "idpId": "cce-cluster-idp", "audience": "hss-operator", "expirationSeconds": 1800,
+            "iamEndpoint": "https://iam.cn-north-4.myhuaweicloud.com"}},
+        "networkPolicy": {"enabled": True},
+    },
+    "source-oidc": {
+        "credentials": {"source": "oidc", "oidc": {
+            "providerUrn": "iam::0123456789abcdef:oidc-provider:cce-cluster",
+            "agencyUrn": "iam::0123456789abcdef:agency:hss-scanner", "audience": "hss-operator",
+            "sessionName": "hss-operator", "durationSeconds": 3600,
+            "stsEndpoint": "https://sts.cn-north-4.myhuaweicloud.com"}},
+        "hss": {"caBundle": {"configMapName": "hss-ca"}},
+        "networkPolicy": {"enabled": True},
+    },
+    "source-oidc-minimal": {
+        "credentials": {"source": "oidc", "oidc": {
+            "providerUrn": "iam::0123456789abcdef:oidc-provider:cce-cluster",
+            "agencyUrn": "iam::0123456789abcdef:agency:hss-scanner", "audience": "sts"}},
+    },
+    "source-metadata": {"credentials": {"source": "metadata"}, "networkPolicy": {"enabled": True}},
+    "source-pod-identity": {
+        "credentials": {"source": "pod-identity"},
+        "networkPolicy": {"enabled": True, "podIdentityAgent": {"cidrs": ["192.0.2.10/32"], "ports": [80, 8181]}},
+    },
+    "source-profile": {"credentials": {"source": "profile"}, "networkPolicy": {"enabled": True}},
+    "source-static": {
+        "credentials": {"source": "static", "existingSecret": "hss-credentials", "mode": "env"},
+        "networkPolicy": {"enabled": True},
+    },
+    "source-env": {
+        "credentials": {"source": "env", "existingSecret": "hss-credentials", "mode": "env"},
+        "networkPolicy": {"enabled": True},
+    },
+    "auto-chain": {"networkPolicy": {"enabled": True, "podIdentityAgent": {"cidrs": ["192.0.2.10/32"]}}},
 }
+
+# Values that cannot work: the render must fail, saying this.
+BAD_RENDERS = [
+    ({"credentials": {"source": "federation", "federation": {"audience": "hss-operator"}}},
+     "credentials.federation.idpId is required with credentials.source federation"),
+    ({"credentials": {"source": "federation", "federation": {"idpId": "cce-cluster-idp"}}},
+     "credentials.federation.audience is required with credentials.source federation"),
+    ({"credentials": {"source": "oidc", "oidc": {"agencyUrn": "iam::1:agency:a", "audience": "sts"}}},
+     "credentials.oidc.providerUrn is required with credentials.source oidc"),
+    ({"credentials": {"source": "oidc", "oidc": {"providerUrn": "iam::1:oidc-provider:p", "audience": "sts"}}},
+     "credentials.oidc.agencyUrn is required with credentials.source oidc"),
+    ({"credentials": {"source": "oidc", "oidc": {"providerUrn": "iam::1:oidc-provider:p", "agencyUrn": "iam::1:agency:a"}}},
+     "credentials.oidc.audience is required with credentials.source oidc"),
+    ({"credentials": {"source": "pod-identity", "existingSecret": "hss-credentials"}},
+     "credentials.existingSecret holds long-lived keys, which credentials.source pod-identity does not use"),
+    ({"credentials": {"source": "env", "existingSecret": "hss-credentials", "mode": "reference"}},
+     "credentials.source env reads keys from the container's environment only"),
+    ({"credentials": {"source": "static", "existingSecret": "hss-credentials", "mode": "reference"}},
+     "credentials.source static reads keys from the container's environment only"),
+    ({"credentials": {"source": "pod-identity"}, "networkPolicy": {"enabled": True}},
+     "networkPolicy.podIdentityAgent.cidrs is required with credentials.source pod-identity"),
+]
+
+# Environment variables of the credential sources. The chart sets those of federation and oidc
+# (literal values, never secrets); CCE injects HC_CONTAINER_* itself for pod-identity.
+SOURCE_ENV = ("HUAWEICLOUD_SDK_IDP_ID", "HUAWEICLOUD_SDK_ID_TOKEN_FILE", "HUAWEICLOUD_SDK_IAM_ENDPOINT",
+              "HUAWEICLOUD_OIDC_PROVIDER_URN", "HUAWEICLOUD_OIDC_AGENCY_URN", "HUAWEICLOUD_OIDC_TOKEN_FILE",
+              "HUAWEICLOUD_OIDC_ID_TOKEN", "HUAWEICLOUD_OIDC_SESSION_NAME", "HUAWEICLOUD_OIDC_DURATION_SECONDS",
+              "HUAWEICLOUD_SDK_STS_ENDPOINT", "HC_CONTAINER_CREDENTIALS_FULL_URI",
+              "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE", "HUAWEICLOUD_SDK_CREDENTIALS_FILE")
+METADATA_CIDR = "169.254.169.254/32"
 
 ALERTS = {"HssOperatorDown", "HssOperatorSubmissionUnresolved", "HssOperatorThrottled",
           "HssOperatorReconcileFailures", "HssOperatorPollStale", "HssClusterHighRisks"}
@@ -240,6 +308,46 @@ def check_render(name, values, objs, notes):
     if argv.get("--credentials-secret") != want_ref:
         fail(where, f"--credentials-secret is {argv.get('--credentials-secret')}, expected {want_ref}")
 
+    # Credential sources without long-lived keys: the flag, the projected token of federation
+    # and oidc with their settings, their literal environment, nothing for the others.
+    source = cred["source"]
+    if argv.get("--credentials-source") != (None if source == "auto" else source):
+        fail(where, f"--credentials-source is {argv.get('--credentials-source')}, credentials.source is {source}")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    if len(volumes) != len(pod.get("volumes", [])) or len(mounts) != len(c.get("volumeMounts", [])):
+        fail(where, "repeated volume or volume mount")
+    if set(volumes) != set(mounts):
+        fail(where, f"volumes {sorted(volumes)} and mounts {sorted(mounts)} differ")
+    literal = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    want_env = {}
+    token = cred[source] if source in ("federation", "oidc") else None
+    if ("identity-token" in volumes) != bool(token):
+        fail(where, f"projected token volume {'missing' if token else 'present'} with credentials.source {source}")
+    elif token:
+        sources = volumes["identity-token"].get("projected", {}).get("sources", [])
+        sat = sources[0].get("serviceAccountToken", {}) if len(sources) == 1 else {}
+        want = {"audience": token["audience"], "expirationSeconds": token["expirationSeconds"], "path": sat.get("path")}
+        if not sat.get("path") or sat != want:
+            fail(where, f"projected token is {sat}, expected {want}")
+        mount = mounts.get("identity-token", {})
+        if mount.get("readOnly") is not True:
+            fail(where, "the projected token is not mounted read-only")
+        token_file = f"{mount.get('mountPath')}/{sat.get('path')}"
+        if source == "federation":
+            want_env = {"HUAWEICLOUD_SDK_IDP_ID": token["idpId"], "HUAWEICLOUD_SDK_ID_TOKEN_FILE": token_file,
+                        "HUAWEICLOUD_SDK_IAM_ENDPOINT": token["iamEndpoint"] or None}
+        else:
+            want_env = {"HUAWEICLOUD_OIDC_PROVIDER_URN": token["providerUrn"],
+                        "HUAWEICLOUD_OIDC_AGENCY_URN": token["agencyUrn"],
+                        "HUAWEICLOUD_OIDC_TOKEN_FILE": token_file,
+                        "HUAWEICLOUD_OIDC_SESSION_NAME": token["sessionName"] or None,
+                        "HUAWEICLOUD_OIDC_DURATION_SECONDS": str(token["durationSeconds"]) if token["durationSeconds"] else None,
+                        "HUAWEICLOUD_SDK_STS_ENDPOINT": token["stsEndpoint"] or None}
+    for var in SOURCE_ENV:
+        if literal.get(var) != want_env.get(var):
+            fail(where, f"{var} is {literal.get(var)!r}, expected {want_env.get(var)!r} with credentials.source {source}")
+
     # Leader election: on with replicaCount > 1 or when asked for; Recreate without it.
     leader = values.get("replicaCount", 1) > 1 or values.get("leaderElection", {}).get("enabled", False)
     if ("--leader-election" in argv) != leader:
@@ -366,6 +474,24 @@ def check_render(name, values, objs, notes):
         egress_ports = {p.get("port") for r in np["spec"]["egress"] for p in r.get("ports", [])}
         if not {53, 443} <= egress_ports:
             fail(where, "NetworkPolicy egress lacks DNS or HTTPS")
+        # What the credential source needs: the metadata service for metadata (and auto's chain,
+        # reached without a Secret), the Pod Identity agent for pod-identity (and the chain).
+        rule = lambda cidrs, ports: {"ports": [{"port": p, "protocol": "TCP"} for p in ports],
+                                     "to": [{"ipBlock": {"cidr": x}} for x in cidrs]}
+        egress = np["spec"]["egress"]
+        chain = source == "auto" and not cred["existingSecret"]
+        want_metadata = source == "metadata" or chain
+        if (rule([METADATA_CIDR], [80]) in egress) != want_metadata:
+            fail(where, f"egress to the metadata service ({METADATA_CIDR} TCP 80) should be "
+                        f"{'allowed' if want_metadata else 'absent'} with credentials.source {source}")
+        extra = values["networkPolicy"].get("extraEgress", [])
+        if not want_metadata and any(METADATA_CIDR in json.dumps(r) for r in egress if r not in extra):
+            fail(where, f"the metadata service is reachable with credentials.source {source}")
+        agent = values["networkPolicy"]["podIdentityAgent"]
+        want_agent = bool(agent["cidrs"]) and (source == "pod-identity" or chain)
+        if agent["cidrs"] and (rule(agent["cidrs"], agent["ports"]) in egress) != want_agent:
+            fail(where, f"egress to the Pod Identity agent should be {'allowed' if want_agent else 'absent'} "
+                        f"with credentials.source {source}")
     if "kubectl get clusterscantasks" not in notes or "--server-side" not in notes:
         fail(where, "NOTES.txt must say how to watch scans and how to upgrade CRDs")
 
@@ -391,8 +517,20 @@ def step_chart():
                 continue
             check_render(name, merged(defaults, values), objs, notes)
             print(f"  {name}: {len(objs)} objects", file=sys.stderr)
+        # Values that cannot work fail the render with a message naming the value to set.
+        for bad, message in BAD_RENDERS:
+            try:
+                chart.render(values=bad, name=RELEASE, namespace=NAMESPACE)
+                fail("chart validation", f"renders {bad}; expected: {message}")
+            except helm.HelmError as e:
+                if message not in str(e):
+                    fail("chart validation", f"{bad} fails with {e}; expected: {message}")
         # The schema must refuse what it does not know.
-        for bad in ({"replicaCount": "2"}, {"credentials": {"accessKey": "AK"}}, {"logFormat": "xml"}):
+        for bad in ({"replicaCount": "2"}, {"credentials": {"accessKey": "AK"}}, {"logFormat": "xml"},
+                    {"credentials": {"source": "pod_identity"}},
+                    {"credentials": {"federation": {"expirationSeconds": 60}}},
+                    {"credentials": {"oidc": {"stsEndpoint": "http://sts.cn-north-4.myhuaweicloud.com"}}},
+                    {"networkPolicy": {"podIdentityAgent": {"cidrs": ["192.0.2.10"]}}}):
             try:
                 chart.render(values=bad, name=RELEASE, namespace=NAMESPACE)
                 fail("values.schema.json", f"accepts {bad}")

@@ -13,7 +13,7 @@ K8S_VERSIONS = ["1.25", "1.37"]  # the chart's kubeVersion minimum, and the newe
 GROUP = "hss.scanops.dev"
 PROM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResourceDefinition"}
-SECRET_ENV = re.compile(r"^(HUAWEICLOUD_SDK_(AK|SK|SECURITY_TOKEN)|HSS_AUTH_TOKEN)$")
+SECRET_ENV = re.compile(r"^(HUAWEICLOUD_SDK_(AK|SK|SECURITY_TOKEN)|CLOUD_SDK_(AK|SK)|HUAWEICLOUD_OIDC_ID_TOKEN|HSS_AUTH_TOKEN)$")
 
 # A JSON-schema map of strings (labels, annotations).
 STRMAP = {"type": "object", "additionalProperties": {"type": "string"}}

@@ -116,3 +116,67 @@ reads one back by name after a conflict and deletes old ones.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+Default credentials without long-lived keys (credentials.source): combinations that cannot work
+fail the render, naming the value to set.
+*/}}
+{{- define "hss-operator.validateCredentials" -}}
+{{- $c := .Values.credentials }}
+{{- if eq $c.source "federation" }}
+{{- if not $c.federation.idpId }}
+{{- fail "credentials.federation.idpId is required with credentials.source federation: the id of the IAM identity provider that trusts this cluster's ServiceAccount tokens" }}
+{{- end }}
+{{- if not $c.federation.audience }}
+{{- fail "credentials.federation.audience is required with credentials.source federation: the identity provider's client ID, the audience of the projected ServiceAccount token" }}
+{{- end }}
+{{- end }}
+{{- if eq $c.source "oidc" }}
+{{- if not $c.oidc.providerUrn }}
+{{- fail "credentials.oidc.providerUrn is required with credentials.source oidc: the URN of the IAM OpenID Connect provider" }}
+{{- end }}
+{{- if not $c.oidc.agencyUrn }}
+{{- fail "credentials.oidc.agencyUrn is required with credentials.source oidc: the URN of the agency to assume" }}
+{{- end }}
+{{- if not $c.oidc.audience }}
+{{- fail "credentials.oidc.audience is required with credentials.source oidc: one of the provider's client IDs, the audience of the projected ServiceAccount token" }}
+{{- end }}
+{{- end }}
+{{- if and $c.existingSecret (not (has $c.source (list "auto" "static" "env"))) }}
+{{- fail (printf "credentials.existingSecret holds long-lived keys, which credentials.source %s does not use: leave it empty (or use source auto, static or env)" $c.source) }}
+{{- end }}
+{{- if and $c.existingSecret (has $c.source (list "static" "env")) (ne $c.mode "env") }}
+{{- fail (printf "credentials.source %s reads keys from the container's environment only: use credentials.mode env with credentials.existingSecret" $c.source) }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (eq $c.source "pod-identity") (not .Values.networkPolicy.podIdentityAgent.cidrs) }}
+{{- fail "networkPolicy.podIdentityAgent.cidrs is required with credentials.source pod-identity and networkPolicy.enabled: the address of the CCE Pod Identity agent, the host of HC_CONTAINER_CREDENTIALS_FULL_URI in the operator pod's spec (kubectl get pod -o yaml)" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the operator may fall through to the SDK's chain (ECS metadata, CCE Pod Identity, ...): source auto and no Secret. */}}
+{{- define "hss-operator.credentialsChain" -}}
+{{- if and (eq .Values.credentials.source "auto") (not .Values.credentials.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* Where the projected ServiceAccount token of sources federation and oidc is mounted. */}}
+{{- define "hss-operator.identityTokenDir" -}}
+/var/run/secrets/hss-operator/identity
+{{- end }}
+
+{{- define "hss-operator.identityTokenFile" -}}
+{{- printf "%s/token" (include "hss-operator.identityTokenDir" .) }}
+{{- end }}
+
+{{/*
+The projected ServiceAccount token volume, for sources federation and oidc alike. Called with
+their settings (credentials.federation or credentials.oidc): audience and expirationSeconds.
+*/}}
+{{- define "hss-operator.identityTokenVolume" -}}
+- name: identity-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: {{ .audience | quote }}
+          expirationSeconds: {{ int .expirationSeconds }}
+          path: token
+{{- end }}
