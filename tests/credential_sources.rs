@@ -277,3 +277,57 @@ async fn an_expired_security_token_gets_hss_401() {
     };
     assert_eq!(err.status(), Some(401), "{err}");
 }
+
+#[tokio::test]
+async fn submit_runs_a_scan_with_a_source_and_logs_which_one() {
+    let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+    let file = token_file("submit", DEFAULT_IDENTITY_TOKEN);
+    let manifest =
+        std::env::temp_dir().join(format!("hss-identity-{}-scan.yaml", std::process::id()));
+    std::fs::write(
+        &manifest,
+        "apiVersion: hss.scanops.dev/v1alpha1\nkind: ClusterScanTask\nmetadata: {name: ci}\n\
+         spec:\n  taskType: cluster_scan\n  clusterScan: {scanTypes: [cluster_vul], rangeType: all_cluster}\n",
+    )
+    .expect("manifest");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hss-operator"))
+        .args(["submit", "-f"])
+        .arg(&manifest)
+        .args([
+            "--endpoint",
+            &sim.base_url(),
+            "--allow-insecure-endpoints",
+            "--project-id",
+            PROJECT,
+            "--credentials-source",
+            "pod-identity",
+        ])
+        .env_clear()
+        .env(
+            env::POD_IDENTITY_URI,
+            format!("{}/v1/pod-identity/credentials", sim.base_url()),
+        )
+        .env(env::POD_IDENTITY_TOKEN_FILE, &file)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("in time")
+        .expect("ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let task_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        sim.created_tasks()
+            .iter()
+            .map(|t| t.task_id.clone())
+            .collect::<Vec<_>>(),
+        vec![task_id]
+    );
+    assert!(stderr.contains("pod-identity"), "{stderr}");
+    assert!(!stderr.contains(DEFAULT_IDENTITY_TOKEN), "{stderr}");
+    assert_eq!(sim.issued_credentials().get("pod-identity"), Some(&1));
+    let _ = std::fs::remove_file(&manifest);
+}

@@ -206,3 +206,105 @@ async fn a_revoked_identity_gives_a_condition_and_an_event_and_recovers_when_res
     );
     assert_eq!(sim.created_tasks().len(), 1);
 }
+
+/// Temporary credentials as the simulator's pod identity issues them.
+async fn issued_by(sim: &Simulator) -> hss_operator::hss::sources::Temporary {
+    let token = repo().join("target/credentials-secret.token");
+    std::fs::write(&token, DEFAULT_IDENTITY_TOKEN).expect("token file");
+    let provider = hss_operator::hss::sources::Provider::new(
+        hss_operator::hss::sources::Fetcher::PodIdentity {
+            uri: format!("{}/v1/pod-identity/credentials", sim.base_url()),
+            token_file: token,
+        },
+        hss_operator::hss::client::http_client_with(
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            None,
+        )
+        .expect("http"),
+    );
+    provider.current().await.expect("issued").0
+}
+
+async fn put_secret(client: &kube::Client, ns: &str, t: &hss_operator::hss::sources::Temporary) {
+    use secrecy::ExposeSecret;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "temporary"},
+        "stringData": {
+            "accessKey": t.ak,
+            "secretKey": t.sk.expose_secret(),
+            "securityToken": t.security_token.expose_secret(),
+        },
+    }))
+    .expect("secret");
+    let api: KubeApi<k8s_openapi::api::core::v1::Secret> = KubeApi::namespaced(client.clone(), ns);
+    let params = kube::api::PatchParams::apply("credentials-test").force();
+    api.patch("temporary", &params, &kube::api::Patch::Apply(&secret))
+        .await
+        .expect("apply Secret");
+}
+
+#[tokio::test]
+async fn a_secrets_refused_security_token_waits_for_the_secret_to_change() {
+    let client = admin().await;
+    let ns = namespace(&client, "creds-secret").await;
+    let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+    // Credentials the simulator then forgets, as if they had expired.
+    let stale = issued_by(&sim).await;
+    sim.revoke_identity(true);
+    sim.revoke_identity(false);
+    put_secret(&client, &ns, &stale).await;
+    let log = repo().join("target/credentials-secret.log");
+    let _ = std::fs::remove_file(&log);
+    let _op = harness::OperatorProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
+        &control_plane().kubeconfig,
+        &ns,
+        &sim.base_url(),
+        &log,
+    )
+    .args([
+        "--budget-per-minute",
+        "0",
+        "--poll-interval",
+        "1s",
+        "--admin-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ])
+    .spawn()
+    .expect("start");
+    let api: KubeApi<ClusterScanTask> = KubeApi::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &with_secret(cluster_scan("from-secret"), "temporary"),
+    )
+    .await
+    .expect("create");
+    let waiting = wait_for(&api, "from-secret", 60, |o| {
+        condition(o, "CredentialsReady")
+            .is_some_and(|(s, r)| s == "False" && r == "CredentialsExpired")
+    })
+    .await;
+    assert_eq!(
+        phase(&waiting),
+        Some(Phase::Pending),
+        "not Failed: new credentials may come"
+    );
+    assert_eq!(
+        sim.call_count(Api::CreateTask, Some(401)),
+        1,
+        "sent once, never again while the Secret is unchanged"
+    );
+    // New credentials in the Secret: the scan goes on.
+    put_secret(&client, &ns, &issued_by(&sim).await).await;
+    let done = wait_for(&api, "from-secret", 90, |o| {
+        phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+    assert_eq!(
+        condition(&done, "CredentialsReady").map(|c| c.0),
+        Some("True".into())
+    );
+    assert_eq!(sim.call_count(Api::CreateTask, Some(401)), 1);
+    assert_eq!(sim.created_tasks().len(), 1);
+}
