@@ -431,7 +431,7 @@ impl OperatorCmd {
 
     /// Odd runs: temporary credentials from the simulator's pod identity, not the AK.
     fn with_credentials_of(&self, run: u32) -> harness::OperatorProcess {
-        if run % 2 == 0 {
+        if run.is_multiple_of(2) {
             return self.process.clone();
         }
         use hss_operator::hss::sources::chain::env;
@@ -460,7 +460,7 @@ impl OperatorCmd {
         let _ = writeln!(
             log,
             "===== chaos: operator run {run} ({}) =====",
-            if run % 2 == 0 {
+            if run.is_multiple_of(2) {
                 "AK/SK"
             } else {
                 "pod identity"
