@@ -67,6 +67,11 @@ struct Cli {
     /// The hss-operator binary (build it with `cargo build --release`).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
+    /// Scenario 3 measures each variant, one after another, on the same objects:
+    /// `LABEL=BIN [ARG..]` (repeatable), e.g. `system-alloc=target/release/hss-operator-system
+    /// --initial-list list`. Default: the operator binary as it is.
+    #[arg(long = "variant", value_name = "LABEL=BIN [ARG..]")]
+    variants: Vec<String>,
     /// Python interpreter with huaweicloudsdkhss (scenario 4).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -190,6 +195,7 @@ struct OperatorSettings<'a> {
     budget_window: Duration,
     poll_interval: Duration,
     log: PathBuf,
+    extra_args: &'a [String],
 }
 
 fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<Proc> {
@@ -206,6 +212,7 @@ fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<Proc> 
             "--admin-listen".into(),
             format!("127.0.0.1:{}", s.admin_port),
         ])
+        .args(s.extra_args)
         .env("POD_NAME", "bench")
         .env("RUST_LOG", &log);
     process.spawn().context("start hss-operator run")
@@ -664,6 +671,7 @@ async fn pipeline(
             budget_window: window,
             poll_interval: cli.poll_interval,
             log: env.logs.join(format!("operator-s{id}.log")),
+            extra_args: &[],
         },
     )?;
     let t = Instant::now();
@@ -864,7 +872,47 @@ async fn pipeline(
 
 // ------------------------------------------------------------------ scenario 3
 
-async fn idle(env: &Env, cli: &Cli, objects: usize) -> anyhow::Result<Row> {
+/// One operator build or setting measured by scenario 3.
+struct Variant {
+    label: String,
+    bin: PathBuf,
+    args: Vec<String>,
+}
+
+fn variants(env: &Env, cli: &Cli) -> anyhow::Result<Vec<Variant>> {
+    if cli.variants.is_empty() {
+        return Ok(vec![Variant {
+            label: String::new(),
+            bin: env.bin.clone(),
+            args: Vec::new(),
+        }]);
+    }
+    cli.variants
+        .iter()
+        .map(|v| {
+            let (label, rest) = v
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--variant {v:?} is not LABEL=BIN [ARG..]"))?;
+            let mut words = rest.split_whitespace();
+            let bin = PathBuf::from(
+                words
+                    .next()
+                    .ok_or_else(|| anyhow!("--variant {v:?} has no binary"))?,
+            );
+            if !bin.exists() {
+                bail!("--variant {label}: {} does not exist", bin.display());
+            }
+            Ok(Variant {
+                label: label.to_string(),
+                bin,
+                args: words.map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// Scenario 3: the objects are created once, then each variant is measured on them.
+async fn idle(env: &Env, cli: &Cli, objects: usize) -> anyhow::Result<Vec<Row>> {
     let ns = namespace(&env.client, "bench-s3").await?;
     let api: Api<ClusterScanTask> = Api::namespaced(env.client.clone(), &ns);
     let t = Instant::now();
@@ -925,7 +973,45 @@ async fn idle(env: &Env, cli: &Cli, objects: usize) -> anyhow::Result<Row> {
         }
     }
     let list_paged = t.elapsed();
+    let created = Created {
+        ns,
+        objects,
+        created_in,
+        list_rv0,
+        list_bytes,
+        sample_managed,
+        list_paged,
+    };
+    let mut rows = Vec::new();
+    for v in variants(env, cli)? {
+        eprintln!("bench: scenario 3 variant {:?}", v.label);
+        rows.push(idle_variant(env, cli, &created, &v).await?);
+    }
+    Ok(rows)
+}
 
+/// What scenario 3 created, and what the API server alone takes to list it.
+struct Created {
+    ns: String,
+    objects: usize,
+    created_in: Duration,
+    list_rv0: Duration,
+    list_bytes: usize,
+    sample_managed: usize,
+    list_paged: Duration,
+}
+
+async fn idle_variant(env: &Env, cli: &Cli, c: &Created, v: &Variant) -> anyhow::Result<Row> {
+    let Created {
+        ns,
+        objects,
+        created_in,
+        list_rv0,
+        list_bytes,
+        sample_managed,
+        list_paged,
+    } = c;
+    let (objects, list_bytes, sample_managed) = (*objects, *list_bytes, *sample_managed);
     let (mut sim, sim_url) = start_simulator(
         &env.bin,
         &SimSettings {
@@ -940,16 +1026,17 @@ async fn idle(env: &Env, cli: &Cli, objects: usize) -> anyhow::Result<Row> {
     let w0 = env.proxy.counts.snap();
     let spawned = Instant::now();
     let mut op = start_operator(
-        &env.bin,
+        &v.bin,
         &OperatorSettings {
-            namespace: &ns,
+            namespace: ns,
             sim_url: &sim_url,
             kubeconfig: &env.proxy_kubeconfig,
             admin_port,
             budget_per_minute: 5,
             budget_window: Duration::from_secs(60),
             poll_interval: Duration::from_secs(15),
-            log: env.logs.join("operator-s3.log"),
+            log: env.logs.join(format!("operator-s3{}.log", v.label)),
+            extra_args: &v.args,
         },
     )?;
     while readyz(&env.http, admin_port).await != 200 {
@@ -982,7 +1069,7 @@ async fn idle(env: &Env, cli: &Cli, objects: usize) -> anyhow::Result<Row> {
     let cpu_per_min = (b.cpu_secs - a.cpu_secs) / idle_s * 60.0;
     let startup_writes = wa - w0;
     let idle_writes = wb - wa;
-    let notes = vec![
+    let mut notes = vec![
         format!(
             "{objects} objects created with finalizer and status Succeeded (status subresource) in {:.1}s before the operator starts",
             created_in.as_secs_f64()
@@ -1027,8 +1114,23 @@ async fn idle(env: &Env, cli: &Cli, objects: usize) -> anyhow::Result<Row> {
             startup_writes.reads
         ),
     ];
+    if !v.label.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "variant {}: {} {}",
+                v.label,
+                v.bin.display(),
+                v.args.join(" ")
+            ),
+        );
+    }
     Ok(Row {
-        scenario: "3 idle, existing Succeeded".into(),
+        scenario: if v.label.is_empty() {
+            "3 idle, existing Succeeded".into()
+        } else {
+            format!("3 idle, existing Succeeded: {}", v.label)
+        },
         objects,
         calls: calls_delta(&calls_b, &calls0),
         writes: Some(wb - w0),
@@ -1231,35 +1333,33 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for s in cli.scenarios.clone() {
         eprintln!("bench: scenario {s}");
-        let row = match s {
-            1 => {
-                pipeline(
-                    &env,
-                    &cli,
-                    "1 raw pipeline",
-                    cli.objects.unwrap_or(100),
-                    0,
-                    Duration::from_secs(60),
-                )
-                .await
-            }
-            2 => {
-                pipeline(
-                    &env,
-                    &cli,
-                    "2 budget 5/1s (x60)",
-                    cli.objects.unwrap_or(1000),
-                    5,
-                    Duration::from_secs(1),
-                )
-                .await
-            }
+        let result = match s {
+            1 => pipeline(
+                &env,
+                &cli,
+                "1 raw pipeline",
+                cli.objects.unwrap_or(100),
+                0,
+                Duration::from_secs(60),
+            )
+            .await
+            .map(|r| vec![r]),
+            2 => pipeline(
+                &env,
+                &cli,
+                "2 budget 5/1s (x60)",
+                cli.objects.unwrap_or(1000),
+                5,
+                Duration::from_secs(1),
+            )
+            .await
+            .map(|r| vec![r]),
             3 => idle(&env, &cli, cli.objects.unwrap_or(10_000)).await,
-            4 => sdk_vs_submit(&env, &cli).await,
+            4 => sdk_vs_submit(&env, &cli).await.map(|r| vec![r]),
             other => Err(anyhow!("no scenario {other}")),
         };
-        match row {
-            Ok(r) => rows.push(r),
+        match result {
+            Ok(r) => rows.extend(r),
             Err(e) => {
                 eprintln!("bench: scenario {s} failed: {e:#}");
                 rows.push(Row {

@@ -41,6 +41,45 @@ pub enum Own {
 /// share one connection pool and the budget lives elsewhere).
 pub const KEEP_CLIENTS: usize = 256;
 
+/// Decides the operator's own credentials once and says at start-up which source they come
+/// from (never a secret). A provider's first fetch is tried here so a broken source shows in
+/// the log at once; it is not fatal: objects with their own Secret still run, and the others
+/// say `CredentialsUnavailable` until the source answers.
+pub(super) async fn own_credentials(args: &super::ScanArgs, http: &reqwest::Client) -> Own {
+    match args
+        .hss
+        .own_credentials(http, args.credentials_secret.is_some())
+        .await
+    {
+        Ok(Some(choice)) => {
+            tracing::info!(source = choice.source, detail = %choice.detail, "operator credentials");
+            if let Some(provider) = choice.credentials.provider()
+                && let Err(e) = provider.current().await
+            {
+                tracing::warn!(
+                    source = provider.name(),
+                    category = e.category(),
+                    error = %crate::report_error(&e),
+                    "the credential source gave no credentials yet"
+                );
+            }
+            Own::Ready(choice)
+        }
+        Ok(None) => {
+            tracing::info!(
+                source = "secret",
+                "operator credentials from --credentials-secret, read when needed"
+            );
+            Own::FromSecret
+        }
+        Err(e) => {
+            let why = crate::report_error(&e);
+            tracing::warn!(category = e.category(), error = %why, "the operator has no default credentials; ClusterScanTasks need their own Secret");
+            Own::Missing(why)
+        }
+    }
+}
+
 impl Context {
     /// The HSS client for `obj` (its spec's overrides and credentials), shared by all objects
     /// with the same settings. The tenant policy ([`super::policy`]) is checked first: a

@@ -46,7 +46,7 @@ use kube::{
         events::Recorder,
         finalizer::{self, Event as Finalizer},
         reflector::{self, ObjectRef, Store},
-        watcher::{self, watcher},
+        watcher::watcher,
     },
 };
 use tracing::Instrument;
@@ -98,6 +98,12 @@ pub struct ScanArgs {
     /// its ClusterScanTask ends Failed (reason TaskNotListed): its results cannot be read.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub task_lost_after: Duration,
+
+    /// How the first list of ClusterScanTasks is read: `stream` (objects one by one, no
+    /// full-list response in memory; Kubernetes 1.32 and 1.34+), `list` (one unpaged LIST
+    /// from the watch cache), `auto` (stream where the server does by default).
+    #[arg(long, env = "HSS_INITIAL_LIST", value_enum, default_value_t = crate::kit::lists::InitialList::Auto)]
+    pub initial_list: crate::kit::lists::InitialList,
 
     #[command(flatten)]
     pub policy: policy::PolicyArgs,
@@ -164,45 +170,6 @@ pub enum Step {
 /// A test hook called at each [`Step`] with the object's name; it may never return, to model a
 /// crash at that point (the test then aborts the controller task).
 pub type FailPoint = Arc<dyn Fn(Step, String) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// Decides the operator's own credentials once and says at start-up which source they come
-/// from (never a secret). A provider's first fetch is tried here so a broken source shows in
-/// the log at once; it is not fatal: objects with their own Secret still run, and the others
-/// say `CredentialsUnavailable` until the source answers.
-async fn own_credentials(args: &ScanArgs, http: &reqwest::Client) -> Own {
-    match args
-        .hss
-        .own_credentials(http, args.credentials_secret.is_some())
-        .await
-    {
-        Ok(Some(choice)) => {
-            tracing::info!(source = choice.source, detail = %choice.detail, "operator credentials");
-            if let Some(provider) = choice.credentials.provider()
-                && let Err(e) = provider.current().await
-            {
-                tracing::warn!(
-                    source = provider.name(),
-                    category = e.category(),
-                    error = %crate::report_error(&e),
-                    "the credential source gave no credentials yet"
-                );
-            }
-            Own::Ready(choice)
-        }
-        Ok(None) => {
-            tracing::info!(
-                source = "secret",
-                "operator credentials from --credentials-secret, read when needed"
-            );
-            Own::FromSecret
-        }
-        Err(e) => {
-            let why = crate::report_error(&e);
-            tracing::warn!(category = e.category(), error = %why, "the operator has no default credentials; ClusterScanTasks need their own Secret");
-            Own::Missing(why)
-        }
-    }
-}
 
 /// Everything reconcile touches.
 pub struct Context {
@@ -483,11 +450,16 @@ pub async fn run(
     // a bad one stops the start instead of failing every object, or being left out.
     args.hss.validate().map_err(Error::Config)?;
     let http = args.hss.http_client().map_err(Error::Config)?;
-    let own = own_credentials(&args, &http).await;
-    // One unpaged list from the API server's watch cache: paging (kube's default of 500)
-    // turns off the cache and reads etcd page by page, about 4x slower for 10,000 objects.
-    let mut wc = watcher::Config::default().any_semantic();
-    wc.page_size = None;
+    let own = credentials::own_credentials(&args, &http).await;
+    // One unpaged list from the API server's watch cache (paging, kube's default of 500,
+    // turns off the cache and reads etcd page by page, about 4x slower for 10,000 objects),
+    // or a streaming list where the server has it: no full-list body in memory.
+    let probe_scope: Api<ClusterScanTask> = match scopes.first() {
+        Some(Some(ns)) => Api::namespaced(kube.clone(), ns),
+        _ => Api::all(kube.clone()),
+    };
+    let (wc, streaming) = crate::kit::lists::config(&kube, &probe_scope, args.initial_list).await;
+    tracing::info!(streaming, "reading the first list of ClusterScanTasks");
     let controllers: Vec<(Option<String>, Controller<ClusterScanTask>)> = scopes
         .into_iter()
         .map(|ns| {

@@ -5,10 +5,12 @@
 //! - [`status`]: the status writer, always server-side apply with the one field manager and a
 //!   resourceVersion precondition;
 //! - [`events`]: the Recorder with the fixed reporter, Event builders, reasons;
-//! - [`retry`]: backoff and the failure-streak error policy.
+//! - [`retry`]: backoff and the failure-streak error policy;
+//! - [`lists`]: how the first list is read (streamed where the server can).
 
 pub mod conditions;
 pub mod events;
+pub mod lists;
 pub mod retry;
 pub mod status;
 
