@@ -95,7 +95,7 @@ where
                 .annotations
                 .get("k8s.io/initial-events-end")
                 .is_some_and(|v| v == "true")),
-            Some(Ok(WatchEvent::Error(e))) => Err(kube::Error::Api(e.into())),
+            Some(Ok(WatchEvent::Error(e))) => Err(kube::Error::Api(e)),
             Some(Err(e)) => Err(e),
             _ => Ok(false),
         }
