@@ -834,6 +834,57 @@ async fn an_iac_lookup_adopts_only_a_task_over_the_same_files() {
     }
 }
 
+/// An all-cluster lookup adopts only a task over every cluster HSS knows: a specific-cluster
+/// task with the same scan types, created in the same window (another operator's, sharing the
+/// key), is not ours. The chaos test's second operator adopted one before this check.
+#[tokio::test]
+async fn an_all_cluster_lookup_does_not_adopt_a_specific_cluster_task_with_the_same_scan_types() {
+    let sim = start(SimConfig::default()).await;
+    let client = client(&sim);
+    let started = jiff::Timestamp::now().as_millisecond();
+    let mut one_cluster = all_clusters();
+    let info = one_cluster
+        .cluster_scan_info
+        .as_mut()
+        .expect("cluster scan");
+    info.range_type = RangeType::SpecificCluster;
+    info.cluster_id_list = Some(vec!["cce-sim-0001".into()]);
+    let theirs = create(&client, &one_cluster).await.expect("created");
+    let found = resolve::lookup(
+        &client,
+        &all_clusters(),
+        started,
+        &HashSet::new(),
+        Duration::ZERO,
+    )
+    .await
+    .expect("lookup");
+    assert_eq!(
+        found,
+        resolve::Lookup::NotFound,
+        "{} covers one cluster of three",
+        theirs.task_id
+    );
+    let ours = create(&client, &all_clusters()).await.expect("created");
+    match resolve::lookup(
+        &client,
+        &all_clusters(),
+        started,
+        &HashSet::new(),
+        Duration::ZERO,
+    )
+    .await
+    .expect("lookup")
+    {
+        resolve::Lookup::Candidates(c) => {
+            let ids: Vec<&str> = c.iter().map(|t| t.task_id.as_str()).collect();
+            assert_eq!(ids, [ours.task_id.as_str()]);
+        }
+        other => panic!("expected our task, got {other:?}"),
+    }
+    assert_eq!(sim.call_count(Api::ListClusters, Some(200)), 2);
+}
+
 #[tokio::test]
 async fn an_ambiguous_server_error_is_looked_up_and_not_posted_again_before_the_lookup_settles() {
     let sim = start(SimConfig::default()).await;

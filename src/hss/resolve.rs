@@ -17,6 +17,9 @@
 //!   is not trusted.
 //!
 //! # Caveats
+//! - An all-cluster candidate must cover as many clusters as HSS knows now (the listing's
+//!   counts against ListKubernetesClusterDetails): a cluster added or removed between the
+//!   attempt and the lookup makes our own task look foreign, and the lookup then misses it.
 //! - Someone else creating an identical task in the same window (same credential, same scan
 //!   types) is indistinguishable from ours. Callers get every candidate and decide: the
 //!   operator assigns one per unresolved object (the count is what matters), the one-shot CLI
@@ -92,6 +95,26 @@ pub fn could_be(task: &TaskInfo, req: &CreateTaskRequest) -> bool {
             .is_none_or(|ft| ft == want.file_type),
         (None, None) => true,
     }
+}
+
+fn all_clusters(req: &CreateTaskRequest) -> bool {
+    req.cluster_scan_info
+        .as_ref()
+        .is_some_and(|i| i.range_type == RangeType::AllCluster)
+}
+
+/// How many clusters a listed cluster-scan task covers, when the listing says. Pure.
+pub fn cluster_count(task: &TaskInfo) -> Option<i64> {
+    let info = task.cluster_scan_info.as_ref()?;
+    let parts = [
+        info.scanning_cluster_num,
+        info.success_cluster_num,
+        info.failed_cluster_num,
+    ];
+    parts
+        .iter()
+        .any(Option::is_some)
+        .then(|| parts.iter().flatten().sum())
 }
 
 /// Task `task_id` of `task_type`, if HSS lists it (ListTasks filtered by id: one call).
@@ -233,6 +256,13 @@ pub async fn lookup(
             }
         }
         candidates = confirmed;
+    } else if all_clusters(req) && !candidates.is_empty() {
+        // An all-cluster task covers every cluster HSS knows; one with the same scan types for
+        // fewer (or more) clusters is someone's specific-cluster task, not ours (the chaos
+        // test's second operator adopted one). One ListKubernetesClusterDetails call.
+        if let Some(known) = client.list_clusters(0, 10, None).await?.total_num {
+            candidates.retain(|t| cluster_count(t).is_none_or(|n| n == known));
+        }
     }
 
     if !candidates.is_empty() {
