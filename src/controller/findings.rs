@@ -25,8 +25,13 @@ use crate::{
 /// Reason of `FindingsRead=False` when HSS refused the result APIs (not retried).
 pub const REFUSED: &str = "FindingsRefused";
 
-/// Whether `obj` has findings still to read. Pure.
-pub fn wanted(obj: &ClusterScanTask) -> bool {
+/// A scan that finished longer ago than this, and whose findings were never tried, gets none:
+/// HSS keeps only the latest findings per cluster, so a late read would show a later scan's
+/// (and 10,000 objects that finished before an upgrade would cost 10,000 writes and Events).
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether `obj` has findings still to read at `now`. Pure.
+pub fn wanted(obj: &ClusterScanTask, now: jiff::Timestamp) -> bool {
     let Some(st) = obj.status.as_ref() else {
         return false;
     };
@@ -42,11 +47,17 @@ pub fn wanted(obj: &ClusterScanTask) -> bool {
             .as_ref()
             .is_some_and(|i| !i.file_ids.is_empty()),
     };
+    let tried = conditions::get(&st.conditions, status::FINDINGS_READ);
+    let too_old = st.finished_at.as_ref().is_some_and(|t| {
+        now.duration_since(t.0)
+            .try_into()
+            .is_ok_and(|age: std::time::Duration| age > MAX_AGE)
+    });
     has_scope
         && matches!(st.phase, Some(Phase::Succeeded | Phase::PartiallyFailed))
         && st.findings.is_none()
-        && !conditions::get(&st.conditions, status::FINDINGS_READ)
-            .is_some_and(|c| c.status == "False" && c.reason == REFUSED)
+        && !tried.is_some_and(|c| c.status == "False" && c.reason == REFUSED)
+        && (tried.is_some() || !too_old)
 }
 
 /// The clusters the task covered, and the (cluster, scan type) pairs that failed in it. Pure.

@@ -327,7 +327,7 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
             ctx.poller.untrack(id);
         }
         findings::remember(&obj, ctx);
-        if !findings::wanted(&obj) {
+        if !findings::wanted(&obj, jiff::Timestamp::now()) {
             return Ok(Action::await_change());
         }
     }

@@ -458,7 +458,7 @@ fn findings_refused_by_hss_are_recorded_once_and_not_retried_transient_ones_are(
             {"id": "c2", "status": "failed", "failures": [{"scanType": "cluster_vul", "reason": "x"}]}
         ]}),
     );
-    assert!(crate::controller::findings::wanted(&done));
+    assert!(crate::controller::findings::wanted(&done, at(0)));
     let (scope, scanned, failed) = crate::controller::findings::scope(&done);
     assert_eq!(scope, crate::findings::Scope::All);
     assert_eq!(scanned.len(), 2);
@@ -466,6 +466,14 @@ fn findings_refused_by_hss_are_recorded_once_and_not_retried_transient_ones_are(
         failed.into_iter().collect::<Vec<_>>(),
         vec![("c2".to_string(), "cluster_vul".to_string())]
     );
+
+    // Finished over an hour before the operator first looks: never read (a later scan's
+    // findings would show); once tried, retried whatever the age.
+    let mut old = done.clone();
+    old.status.as_mut().expect("status").finished_at =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(0)));
+    assert!(crate::controller::findings::wanted(&old, at(3600)));
+    assert!(!crate::controller::findings::wanted(&old, at(3601)));
 
     // 403 HSS.0013: refused, a Warning, no retry, and never wanted again.
     let refused = crate::findings::Error::Hss(service_error(403, "HSS.0013", None));
@@ -475,7 +483,7 @@ fn findings_refused_by_hss_are_recorded_once_and_not_retried_transient_ones_are(
     assert_eq!(t.action, Action::await_change());
     let mut after = done.clone();
     after.status = Some(t.status.clone());
-    assert!(!crate::controller::findings::wanted(&after));
+    assert!(!crate::controller::findings::wanted(&after, at(0)));
 
     // 503: pending, no Event, a retry 10 s on, then as long again as it has been failing.
     let flaky = crate::findings::Error::Hss(service_error(503, "SVC.0001", None));
@@ -485,7 +493,13 @@ fn findings_refused_by_hss_are_recorded_once_and_not_retried_transient_ones_are(
     assert_eq!(t.action, Action::requeue(Duration::from_secs(10)));
     let mut failing = done.clone();
     failing.status = Some(t.status.clone());
-    assert!(crate::controller::findings::wanted(&failing));
+    assert!(crate::controller::findings::wanted(&failing, at(0)));
+    failing.status.as_mut().expect("status").finished_at =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(0)));
+    assert!(
+        crate::controller::findings::wanted(&failing, at(7200)),
+        "pending reads go on"
+    );
     let t = findings_unavailable(&failing, &flaky, at(60));
     assert_eq!(t.action, Action::requeue(Duration::from_secs(60)));
     let t = findings_unavailable(&failing, &flaky, at(3600));
