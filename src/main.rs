@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hss_operator::{cli, telemetry};
 
-/// See the `mimalloc` feature in Cargo.toml.
+/// Only with the `mimalloc` feature (for the bench's comparison; see Cargo.toml).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
