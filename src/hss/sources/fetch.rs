@@ -148,9 +148,7 @@ impl Fetcher {
                     .header("Content-Type", "application/json")
                     .body("{}")
                     .timeout(POD_IDENTITY_TIMEOUT);
-                let (status, body) = send(name, uri, req).await?;
-                check(name, status, &body)?;
-                parse_credential(name, &body)
+                credential(name, uri, req).await
             }
             Fetcher::Metadata { endpoint, session } => {
                 fetch_metadata(http, endpoint, &mut *session.lock().await).await
@@ -168,20 +166,9 @@ impl Fetcher {
                     .header("X-Idp-Id", idp_id)
                     .header("Content-Type", "application/json;charset=UTF-8")
                     .body(body);
-                let resp = req.send().await.map_err(|source| Error::Transport {
-                    source_name: name,
-                    url: url.clone(),
-                    source,
-                })?;
-                let status = resp.status().as_u16();
-                let unscoped = resp
-                    .headers()
-                    .get("x-subject-token")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| SecretString::from(v.to_string()));
-                let body = read_body(name, &url, resp).await?;
-                check(name, status, &body)?;
-                let unscoped = unscoped.ok_or_else(|| Error::BadReply {
+                let reply = send(name, &url, req).await?;
+                check(name, reply.status, &reply.body)?;
+                let unscoped = reply.subject_token.ok_or_else(|| Error::BadReply {
                     source_name: name,
                     reason: "IAM gave no X-Subject-Token for the ID token".into(),
                 })?;
@@ -194,9 +181,7 @@ impl Fetcher {
                     .post(&url)
                     .header("Content-Type", "application/json;charset=UTF-8")
                     .body(body);
-                let (status, body) = send(name, &url, req).await?;
-                check(name, status, &body)?;
-                parse_credential(name, &body)
+                credential(name, &url, req).await
             }
             Fetcher::Oidc(r) => {
                 let id_token = r.id_token.read(name)?;
@@ -214,9 +199,7 @@ impl Fetcher {
                     .post(&url)
                     .header("Content-Type", "application/json;charset=UTF-8")
                     .body(sdk_json(&payload));
-                let (status, body) = send(name, &url, req).await?;
-                check(name, status, &body)?;
-                parse_credential(name, &body)
+                credential(name, &url, req).await
             }
             #[cfg(test)]
             Fetcher::Scripted(f) => {
@@ -251,13 +234,13 @@ async fn fetch_metadata(
         }
         req
     };
-    let (mut status, mut body) = send(NAME, &url, get(session.token.as_ref())).await?;
-    if status == 401 && !String::from_utf8_lossy(&body).contains(NO_AGENCY) {
+    let mut reply = send(NAME, &url, get(session.token.as_ref())).await?;
+    if reply.status == 401 && !String::from_utf8_lossy(&reply.body).contains(NO_AGENCY) {
         update_session(http, endpoint, session, true).await?;
-        (status, body) = send(NAME, &url, get(session.token.as_ref())).await?;
+        reply = send(NAME, &url, get(session.token.as_ref())).await?;
     }
-    check(NAME, status, &body)?;
-    parse_credential(NAME, &body)
+    check(NAME, reply.status, &reply.body)?;
+    parse_credential(NAME, &reply.body)
 }
 
 async fn update_session(
@@ -276,44 +259,56 @@ async fn update_session(
             METADATA_TOKEN_TTL.to_string(),
         )
         .timeout(METADATA_TIMEOUT);
-    let (status, body) = send(NAME, &url, req).await?;
-    match status {
+    let reply = send(NAME, &url, req).await?;
+    match reply.status {
         200 => {
             session.token = Some(SecretString::from(
-                String::from_utf8_lossy(&body).into_owned(),
+                String::from_utf8_lossy(&reply.body).into_owned(),
             ))
         }
         404 | 405 | 503 if !must => session.token = None,
-        _ => check(NAME, status.max(400), &body)?,
+        _ => check(NAME, reply.status.max(400), &reply.body)?,
     }
     Ok(())
+}
+
+/// What a source answered: its status, IAM's `X-Subject-Token` if any, the bounded body.
+struct Reply {
+    status: u16,
+    subject_token: Option<SecretString>,
+    body: Vec<u8>,
+}
+
+/// Temporary credentials from `req`: sent, checked, parsed.
+async fn credential(
+    source_name: &'static str,
+    url: &str,
+    req: reqwest::RequestBuilder,
+) -> Result<Temporary, Error> {
+    let reply = send(source_name, url, req).await?;
+    check(source_name, reply.status, &reply.body)?;
+    parse_credential(source_name, &reply.body)
 }
 
 async fn send(
     source_name: &'static str,
     url: &str,
     req: reqwest::RequestBuilder,
-) -> Result<(u16, Vec<u8>), Error> {
-    let resp = req.send().await.map_err(|source| Error::Transport {
+) -> Result<Reply, Error> {
+    let transport = |source| Error::Transport {
         source_name,
         url: crate::hss::endpoint::redacted(url),
         source,
-    })?;
+    };
+    let mut resp = req.send().await.map_err(transport)?;
     let status = resp.status().as_u16();
-    Ok((status, read_body(source_name, url, resp).await?))
-}
-
-async fn read_body(
-    source_name: &'static str,
-    url: &str,
-    mut resp: reqwest::Response,
-) -> Result<Vec<u8>, Error> {
+    let subject_token = resp
+        .headers()
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| SecretString::from(v.to_string()));
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Transport {
-        source_name,
-        url: crate::hss::endpoint::redacted(url),
-        source,
-    })? {
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_REPLY {
             return Err(Error::BadReply {
@@ -322,7 +317,11 @@ async fn read_body(
             });
         }
     }
-    Ok(body)
+    Ok(Reply {
+        status,
+        subject_token,
+        body,
+    })
 }
 
 /// 401 and 403 refuse the identity; other errors are the source's trouble.

@@ -101,24 +101,21 @@ impl Shared {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or(AuthFailure::Missing)?;
-        if parts.headers.contains_key("x-security-token") {
-            let auth =
-                signer::parse_authorization(&String::from_utf8_lossy(authorization.as_bytes()))
-                    .map_err(AuthFailure::Signature)?;
-            if !auth.signed_headers.iter().any(|h| h == "x-security-token") {
-                return Err(AuthFailure::UnsignedSecurityToken);
-            }
-        }
-        // Temporary keys the identity endpoints issued: their token, unexpired.
+        let auth = signer::parse_authorization(&String::from_utf8_lossy(authorization.as_bytes()))
+            .map_err(AuthFailure::Signature)?;
         let security_token = parts
             .headers
             .get("x-security-token")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let access =
-            signer::parse_authorization(&String::from_utf8_lossy(authorization.as_bytes()))
-                .map(|a| a.access.to_string())
-                .unwrap_or_default();
-        let temporary = match self.identity.secret_for(&access, security_token.as_deref()) {
+        if security_token.is_some() && !auth.signed_headers.iter().any(|h| h == "x-security-token")
+        {
+            return Err(AuthFailure::UnsignedSecurityToken);
+        }
+        // Temporary keys the identity endpoints issued: their token, unexpired.
+        let temporary = match self
+            .identity
+            .secret_for(&auth.access, security_token.as_deref())
+        {
             None => None,
             Some(Ok(sk)) => Some(sk),
             Some(Err(super::identity::TemporaryRefusal::Expired)) => {
@@ -131,33 +128,27 @@ impl Shared {
         // The client signs with the real clock, so skew is judged against it even when a test
         // has paused Tokio time.
         let now = jiff::Timestamp::now().as_second();
-        if let Some(sk) = temporary {
-            return signer::verify(
-                parts.method.as_str(),
-                &signer::decode(parts.uri.path()),
-                query,
-                &headers,
-                body,
-                now,
-                |_| Some(sk.as_bytes().to_vec()),
-            )
-            .map(|_| super::identity::AGENCY_USER.to_string())
-            .map_err(AuthFailure::Signature);
-        }
-        signer::verify(
+        let user = signer::verify(
             parts.method.as_str(),
             &signer::decode(parts.uri.path()),
             query,
             &headers,
             body,
             now,
-            |ak| {
-                self.credentials
+            |ak| match &temporary {
+                Some(sk) => Some(sk.as_bytes().to_vec()),
+                None => self
+                    .credentials
                     .get(ak)
-                    .map(|sk| sk.expose().as_bytes().to_vec())
+                    .map(|sk| sk.expose().as_bytes().to_vec()),
             },
         )
-        .map_err(AuthFailure::Signature)
+        .map_err(AuthFailure::Signature)?;
+        // Temporary keys are budgeted as the user they belong to (HSS limits per user).
+        Ok(match temporary {
+            Some(_) => super::identity::AGENCY_USER.to_string(),
+            None => user,
+        })
     }
 
     /// `POST /v3/auth/tokens` with a password identity.
