@@ -196,16 +196,6 @@ impl Credentials {
         }
     }
 
-    /// Whether these credentials expire and can be replaced (so a 401 may mean "expired",
-    /// not "wrong key").
-    pub fn temporary_kind(&self) -> bool {
-        match self {
-            Credentials::AkSk { security_token, .. } => security_token.is_some(),
-            Credentials::Token(s) => matches!(s.as_ref(), TokenSource::Iam(_)),
-            Credentials::Provided(_) => true,
-        }
-    }
-
     /// Whether HSS refused these fixed temporary credentials: their holder must wait for new
     /// ones (a changed Secret) instead of sending them again.
     pub fn is_refused(&self) -> bool {

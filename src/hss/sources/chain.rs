@@ -3,7 +3,7 @@
 //! skipped; metadata and pod identity count only once a fetch succeeded, as the SDK's
 //! `process_sts(None)` in their `get_credentials` makes them).
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
 use secrecy::SecretString;
 
@@ -398,13 +398,5 @@ fn pod_identity(setup: &Setup<'_>) -> Result<Choice, Error> {
                 env::POD_IDENTITY_TOKEN_FILE
             ),
         }),
-    }
-}
-
-/// Shared by the callers that hold a [`Provider`] outside a [`Choice`].
-pub fn provider_of(choice: &Choice) -> Option<&Arc<Provider>> {
-    match &choice.credentials {
-        Credentials::Provided(p) => Some(p),
-        _ => None,
     }
 }

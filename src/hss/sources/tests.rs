@@ -253,7 +253,13 @@ async fn the_chain_takes_the_sdks_order() {
     assert!(c.detail.contains("identity provider idp"), "{}", c.detail);
     let temp = [(AK, "AK"), (SK, "SK"), (SECURITY_TOKEN, "ST")];
     let c = chosen(&temp, SourceKind::Env).await.expect("temporary");
-    assert!(c.credentials.temporary_kind());
+    assert!(matches!(
+        c.credentials,
+        Credentials::AkSk {
+            security_token: Some(_),
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
