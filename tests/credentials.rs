@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use hss_operator::{
     crd::{ClusterScanTask, Phase},
@@ -23,29 +23,10 @@ fn operator(ns: &str, sim: &Simulator, source: &str, log: &str) -> harness::Oper
     let token = repo().join(format!("target/{log}.token"));
     std::fs::write(&token, DEFAULT_IDENTITY_TOKEN).expect("token file");
     let token = token.display().to_string();
-    let log = repo().join(format!("target/{log}.log"));
-    let _ = std::fs::remove_file(&log);
-    let op = harness::OperatorProcess::new(
-        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
-        &control_plane().kubeconfig,
-        ns,
-        &url,
-        &log,
-    )
-    .without_env("HUAWEICLOUD_SDK_AK")
-    .without_env("HUAWEICLOUD_SDK_SK")
-    .args([
-        "--credentials-source",
-        source,
-        "--budget-per-minute",
-        "0",
-        "--poll-interval",
-        "1s",
-        "--metadata-endpoint",
-        &url,
-        "--admin-listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ]);
+    let op = fast_operator(ns, &url, log, free_port())
+        .without_env("HUAWEICLOUD_SDK_AK")
+        .without_env("HUAWEICLOUD_SDK_SK")
+        .args(["--credentials-source", source, "--metadata-endpoint", &url]);
     match source {
         "pod-identity" => op
             .env(
@@ -254,25 +235,9 @@ async fn a_secrets_refused_security_token_waits_for_the_secret_to_change() {
     sim.revoke_identity(true);
     sim.revoke_identity(false);
     put_secret(&client, &ns, &stale).await;
-    let log = repo().join("target/credentials-secret.log");
-    let _ = std::fs::remove_file(&log);
-    let _op = harness::OperatorProcess::new(
-        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
-        &control_plane().kubeconfig,
-        &ns,
-        &sim.base_url(),
-        &log,
-    )
-    .args([
-        "--budget-per-minute",
-        "0",
-        "--poll-interval",
-        "1s",
-        "--admin-listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ])
-    .spawn()
-    .expect("start");
+    let _op = fast_operator(&ns, &sim.base_url(), "credentials-secret", free_port())
+        .spawn()
+        .expect("start");
     let api: KubeApi<ClusterScanTask> = KubeApi::namespaced(client.clone(), &ns);
     api.create(
         &PostParams::default(),

@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use hss_operator::{
@@ -95,25 +94,9 @@ async fn a_finished_scan_records_what_the_simulator_holds_in_status_events_metri
     .await
     .expect("simulator");
     let admin_port = free_port();
-    let log = repo().join("target/findings-operator.log");
-    let _ = std::fs::remove_file(&log);
-    let _op = harness::OperatorProcess::new(
-        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
-        &control_plane().kubeconfig,
-        &ns,
-        &sim.base_url(),
-        &log,
-    )
-    .args([
-        "--budget-per-minute",
-        "0",
-        "--poll-interval",
-        "1s",
-        "--admin-listen",
-        &format!("127.0.0.1:{admin_port}"),
-    ])
-    .spawn()
-    .expect("start hss-operator run");
+    let _op = fast_operator(&ns, &sim.base_url(), "findings-operator", admin_port)
+        .spawn()
+        .expect("start hss-operator run");
 
     let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
     let ids: Vec<String> = CLUSTERS.iter().map(|c| c.to_string()).collect();
@@ -273,25 +256,9 @@ async fn an_iac_scan_records_each_files_risks_and_leaves_out_the_file_that_faile
     .await
     .expect("simulator");
     let admin_port = free_port();
-    let log = repo().join("target/findings-iac-operator.log");
-    let _ = std::fs::remove_file(&log);
-    let _op = harness::OperatorProcess::new(
-        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
-        &control_plane().kubeconfig,
-        &ns,
-        &sim.base_url(),
-        &log,
-    )
-    .args([
-        "--budget-per-minute",
-        "0",
-        "--poll-interval",
-        "1s",
-        "--admin-listen",
-        &format!("127.0.0.1:{admin_port}"),
-    ])
-    .spawn()
-    .expect("start hss-operator run");
+    let _op = fast_operator(&ns, &sim.base_url(), "findings-iac-operator", admin_port)
+        .spawn()
+        .expect("start hss-operator run");
     // File ids starting with "bad" fail in the simulator.
     let files = ["app-deploy", "web-chart", "worker-job", "bad-values"];
     let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);

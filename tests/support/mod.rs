@@ -26,6 +26,35 @@ use kube::{
 };
 
 /// A free loopback port (bound, then released: good enough on a test machine).
+/// `hss-operator run` (this package's binary) for `namespace` against the simulator at
+/// `endpoint`, as most end-to-end tests run it: no client-side budget, a poll every second,
+/// the admin server on `admin_port`; stderr to `target/LOG.log`, emptied first. Add flags and
+/// variables, then spawn.
+pub fn fast_operator(
+    namespace: &str,
+    endpoint: &str,
+    log: &str,
+    admin_port: u16,
+) -> harness::OperatorProcess {
+    let log = repo().join(format!("target/{log}.log"));
+    let _ = std::fs::remove_file(&log);
+    harness::OperatorProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_hss-operator")),
+        &control_plane().kubeconfig,
+        namespace,
+        endpoint,
+        &log,
+    )
+    .args([
+        "--budget-per-minute",
+        "0",
+        "--poll-interval",
+        "1s",
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+    ])
+}
+
 pub fn free_port() -> u16 {
     harness::free_port().expect("a free port")
 }
