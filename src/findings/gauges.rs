@@ -178,15 +178,7 @@ impl Gauges {
                 })
                 .set(scanned_ms.unwrap_or(read_at_ms) as f64 / 1000.0);
         }
-        while seen.len() > MAX_CLUSTERS {
-            let Some(oldest) = seen
-                .iter()
-                .min_by_key(|(id, at)| (**at, (*id).clone()))
-                .map(|(id, _)| id.clone())
-            else {
-                break;
-            };
-            seen.remove(&oldest);
+        for oldest in evict_oldest(&mut seen) {
             self.remove(&oldest);
         }
     }
@@ -208,15 +200,7 @@ impl Gauges {
                     .set(i64::from(f.counts.get(level.as_str())));
             }
         }
-        while seen.len() > MAX_CLUSTERS {
-            let Some(oldest) = seen
-                .iter()
-                .min_by_key(|(id, at)| (**at, (*id).clone()))
-                .map(|(id, _)| id.clone())
-            else {
-                break;
-            };
-            seen.remove(&oldest);
+        for oldest in evict_oldest(&mut seen) {
             for level in RiskLevel::ALL {
                 self.files.remove(&FileLabels {
                     file_id: oldest.clone(),
@@ -230,4 +214,22 @@ impl Gauges {
     pub fn clusters(&self) -> usize {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// Forgets the entries read longest ago (ties by id) until at most [`MAX_CLUSTERS`] remain,
+/// and returns their ids, so their series can go too.
+fn evict_oldest(seen: &mut HashMap<String, i64>) -> Vec<String> {
+    let mut evicted = Vec::new();
+    while seen.len() > MAX_CLUSTERS {
+        let Some(oldest) = seen
+            .iter()
+            .min_by_key(|(id, at)| (**at, (*id).clone()))
+            .map(|(id, _)| id.clone())
+        else {
+            break;
+        };
+        seen.remove(&oldest);
+        evicted.push(oldest);
+    }
+    evicted
 }

@@ -34,14 +34,19 @@ fn time_ms(ms: i64) -> Option<Time> {
     Timestamp::from_millisecond(ms).ok().map(Time)
 }
 
-fn add_level(c: &mut LevelCounts, level: RiskLevel) {
-    match level {
-        RiskLevel::High => c.high = c.high.saturating_add(1),
-        RiskLevel::Medium => c.medium = c.medium.saturating_add(1),
-        RiskLevel::Low => c.low = c.low.saturating_add(1),
-        RiskLevel::Tips => c.tips = c.tips.saturating_add(1),
-        RiskLevel::Unknown => {}
+/// How many of `levels` are at each level (unknown ones are not counted). Pure.
+fn count_levels(levels: impl IntoIterator<Item = RiskLevel>) -> LevelCounts {
+    let mut c = LevelCounts::default();
+    for level in levels {
+        match level {
+            RiskLevel::High => c.high = c.high.saturating_add(1),
+            RiskLevel::Medium => c.medium = c.medium.saturating_add(1),
+            RiskLevel::Low => c.low = c.low.saturating_add(1),
+            RiskLevel::Tips => c.tips = c.tips.saturating_add(1),
+            RiskLevel::Unknown => {}
+        }
     }
+    c
 }
 
 fn risk_summary(r: &ClusterRisk, with_cluster: bool) -> RiskSummary {
@@ -121,10 +126,7 @@ pub fn summarize(
                     types
                         .iter()
                         .map(|(rt, rows)| {
-                            let mut counts = LevelCounts::default();
-                            for r in rows {
-                                add_level(&mut counts, r.risk_level);
-                            }
+                            let counts = count_levels(rows.iter().map(|r| r.risk_level));
                             let mut sorted = rows.clone();
                             sorted.sort_by(|a, b| worst_first(a, b));
                             ScanFindings {
@@ -250,10 +252,7 @@ pub fn summarize_files(
     let mut files: Vec<FileFindings> = by_file
         .iter()
         .map(|(file, rows)| {
-            let mut counts = LevelCounts::default();
-            for r in rows {
-                add_level(&mut counts, r.risk_level);
-            }
+            let counts = count_levels(rows.iter().map(|r| r.risk_level));
             let mut sorted = rows.clone();
             sorted.sort_by(|a, b| iac_worst_first(a, b));
             FileFindings {
