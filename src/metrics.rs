@@ -10,6 +10,7 @@
 //! | `hss_operator_hss_throttled_total` | counter | `api` |
 //! | `hss_operator_budget_wait_seconds` | histogram | `api` |
 //! | `hss_operator_budget_rate` | gauge | `api` |
+//! | `hss_operator_submission_step_duration_seconds` | histogram | `step` |
 //! | `hss_operator_objects` | gauge | `phase` |
 //! | `hss_operator_unresolved_submissions` | gauge | |
 //! | `hss_operator_tracked_tasks` | gauge | |
@@ -21,6 +22,7 @@
 //! - `api`: [`hss::Api::as_str`](crate::hss::Api::as_str) values ([`API_LABELS`]);
 //! - `outcome`: [`OUTCOMES`] (`success` plus [`Outcome::as_str`](crate::hss::client::Outcome));
 //! - `phase`: [`Phase::as_str`](crate::crd::Phase::as_str) values ([`PHASE_LABELS`]);
+//! - `step`: the steps of one CreateTask submission ([`SUBMISSION_STEPS`]);
 //! - `category`: the `category()` of the module errors, which are `&'static str` literals.
 //!
 //! A value outside its set (a caller bug) is recorded as `unknown` rather than as itself, so even
@@ -72,6 +74,11 @@ pub const PHASE_LABELS: [&str; 7] = [
     "Failed",
 ];
 
+/// Every `step` label value: the parts of one submission, in order. `record`: writing the
+/// attempt record; `lease`: confirming the lease (an API read with leader election, nothing
+/// without); `post`: the CreateTask call, budget pacing included; `task_id`: writing the id.
+pub const SUBMISSION_STEPS: [&str; 4] = ["record", "lease", "post", "task_id"];
+
 /// Recorded instead of a label value outside its documented set.
 pub const UNKNOWN: &str = "unknown";
 
@@ -100,6 +107,11 @@ struct CategoryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -109,6 +121,11 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 /// Reconciles include budget waits and HSS calls, so the buckets reach minutes.
 const RECONCILE_BUCKETS: [f64; 15] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// Submission steps are API writes and one HSS call: milliseconds, seconds when something is
+/// wrong.
+const STEP_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 const CALL_BUCKETS: [f64; 11] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 /// With 5 calls per minute a queue of objects waits tens of seconds to minutes per token.
@@ -124,6 +141,10 @@ fn wait_histogram() -> Histogram {
     Histogram::new(WAIT_BUCKETS)
 }
 
+fn step_histogram() -> Histogram {
+    Histogram::new(STEP_BUCKETS)
+}
+
 /// The operator's metric families and their registry. Share it as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
@@ -135,6 +156,7 @@ pub struct Metrics {
     hss_throttled: Family<ApiLabels, Counter>,
     budget_wait: HistogramFamily<ApiLabels>,
     budget_rate: Family<ApiLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    submission_steps: HistogramFamily<StepLabels>,
     objects: Family<PhaseLabels, Gauge>,
     unresolved_submissions: Gauge,
     tracked_tasks: Gauge,
@@ -169,6 +191,7 @@ impl Metrics {
             hss_throttled: Family::default(),
             budget_wait: Family::new_with_constructor(wait_histogram),
             budget_rate: Family::default(),
+            submission_steps: Family::new_with_constructor(step_histogram),
             objects: Family::default(),
             unresolved_submissions: Gauge::default(),
             tracked_tasks: Gauge::default(),
@@ -222,6 +245,12 @@ impl Metrics {
             "Calls per budget window this process allows itself per API after 429s (the lowest over endpoints; the configured budget when none came)",
             m.budget_rate.clone(),
         );
+        registry.register_with_unit(
+            "submission_step_duration",
+            "Time each step of a CreateTask submission took: record, lease, post, task_id",
+            Unit::Seconds,
+            m.submission_steps.clone(),
+        );
         registry.register(
             "objects",
             "ClusterScanTask objects by phase",
@@ -257,6 +286,9 @@ impl Metrics {
         }
         for phase in PHASE_LABELS {
             m.objects.get_or_create_owned(&PhaseLabels { phase });
+        }
+        for step in SUBMISSION_STEPS {
+            m.submission_steps.get_or_create_owned(&StepLabels { step });
         }
         m.findings.register(&mut registry);
         Self { registry, ..m }
@@ -323,6 +355,14 @@ impl Metrics {
         self.budget_wait
             .get_or_create(&ApiLabels { api })
             .observe(waited.as_secs_f64());
+    }
+
+    /// One step of a submission took `took`; `step` is one of [`SUBMISSION_STEPS`].
+    pub fn submission_step(&self, step: &'static str, took: Duration) {
+        let step = bounded(step, &SUBMISSION_STEPS);
+        self.submission_steps
+            .get_or_create(&StepLabels { step })
+            .observe(took.as_secs_f64());
     }
 
     /// A 429 received for `api`.
@@ -466,6 +506,7 @@ mod tests {
         m.set_tracked_tasks(4);
         m.poll_succeeded(jiff::Timestamp::from_second(1_700_000_000).expect("valid"));
         m.set_leader(true);
+        m.submission_step("post", Duration::from_millis(20));
         m
     }
 
@@ -486,6 +527,8 @@ mod tests {
             "hss_operator_tracked_tasks 4",
             "hss_operator_last_successful_poll_timestamp_seconds 1700000000",
             "hss_operator_leader 1",
+            "hss_operator_submission_step_duration_seconds_count{step=\"post\"} 1",
+            "hss_operator_submission_step_duration_seconds_count{step=\"record\"} 0",
         ] {
             assert!(text.contains(name), "missing {name:?} in:\n{text}");
         }
@@ -519,6 +562,7 @@ mod tests {
         m.throttled("task-1234");
         m.budget_wait("ns/obj", Duration::ZERO);
         m.set_objects_by_phase(&[("Exploded", 1)]);
+        m.submission_step("scan-42", Duration::ZERO);
         let text = m.encode();
         let with_unknown = |set: &[&'static str]| -> BTreeSet<String> {
             set.iter()
@@ -531,6 +575,7 @@ mod tests {
                 "api" => with_unknown(&API_LABELS),
                 "outcome" => with_unknown(&OUTCOMES),
                 "phase" => with_unknown(&PHASE_LABELS),
+                "step" => with_unknown(&SUBMISSION_STEPS),
                 "category" => ["write_status".to_string()].into(),
                 "le" => continue,
                 other => panic!("unexpected label {other} on {metric}"),

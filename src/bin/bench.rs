@@ -67,9 +67,10 @@ struct Cli {
     /// The hss-operator binary (build it with `cargo build --release`).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
-    /// Scenario 3 measures each variant, one after another, on the same objects:
-    /// `LABEL=BIN [ARG..]` (repeatable), e.g. `system-alloc=target/release/hss-operator-system
-    /// --initial-list list`. Default: the operator binary as it is.
+    /// Scenarios 1-3 measure each variant, one after another (scenario 3 on the same
+    /// objects, 1 and 2 on fresh ones): `LABEL=BIN [ARG..]` (repeatable), e.g.
+    /// `system-alloc=target/release/hss-operator-system --initial-list list`. Default: the
+    /// operator binary as it is.
     #[arg(long = "variant", value_name = "LABEL=BIN [ARG..]")]
     variants: Vec<String>,
     /// Python interpreter with huaweicloudsdkhss (scenario 4).
@@ -220,6 +221,33 @@ fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<Proc> 
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(harness::free_port()?)
+}
+
+/// Mean milliseconds per submission step, from the operator's
+/// `hss_operator_submission_step_duration_seconds` (empty if the metrics are unreadable).
+async fn submission_steps(http: &reqwest::Client, port: u16) -> Vec<(String, f64)> {
+    let Ok(resp) = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let value = |name: &str, step: &str| -> Option<f64> {
+        let prefix =
+            format!("hss_operator_submission_step_duration_seconds_{name}{{step=\"{step}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    ["record", "lease", "post", "task_id"]
+        .into_iter()
+        .filter_map(|step| {
+            let (sum, count) = (value("sum", step)?, value("count", step)?);
+            (count > 0.0).then(|| (step.to_string(), sum / count * 1000.0))
+        })
+        .collect()
 }
 
 async fn readyz(http: &reqwest::Client, port: u16) -> u16 {
@@ -632,21 +660,50 @@ struct Env {
 #[derive(Default, Clone)]
 struct Track {
     applied: Option<Instant>,
+    /// First seen with the operator's finalizer.
+    finalizer: Option<Instant>,
+    /// First seen with an attempt record (`phase: Submitting`).
+    recorded: Option<Instant>,
     task_id: Option<Instant>,
     succeeded: Option<Instant>,
     last_progress: Option<String>,
     progress_changes: u32,
 }
 
-async fn pipeline(
+/// Scenarios 1 and 2, once per variant.
+async fn pipelines(
     env: &Env,
     cli: &Cli,
     label: &str,
     objects: usize,
     per_minute: u32,
     window: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (i, v) in variants(env, cli)?.iter().enumerate() {
+        eprintln!("bench: {label} variant {:?}", v.label);
+        let mut row = pipeline(env, cli, label, i, v, objects, per_minute, window).await?;
+        if !v.label.is_empty() {
+            row.scenario = format!("{label}: {}", v.label);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pipeline(
+    env: &Env,
+    cli: &Cli,
+    label: &str,
+    run: usize,
+    variant: &Variant,
+    objects: usize,
+    per_minute: u32,
+    window: Duration,
 ) -> anyhow::Result<Row> {
-    let id: String = label.chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = label.chars().take_while(char::is_ascii_digit).collect();
+    let id = format!("{digits}-{run}");
     let ns = namespace(&env.client, &format!("bench-s{id}")).await?;
     let (mut sim, sim_url) = start_simulator(
         &env.bin,
@@ -661,7 +718,7 @@ async fn pipeline(
     let calls0 = sim_calls(&env.http, &sim_url).await?;
     let w0 = env.proxy.counts.snap();
     let mut op = start_operator(
-        &env.bin,
+        &variant.bin,
         &OperatorSettings {
             namespace: &ns,
             sim_url: &sim_url,
@@ -671,7 +728,7 @@ async fn pipeline(
             budget_window: window,
             poll_interval: cli.poll_interval,
             log: env.logs.join(format!("operator-s{id}.log")),
-            extra_args: &[],
+            extra_args: &variant.args,
         },
     )?;
     let t = Instant::now();
@@ -696,6 +753,12 @@ async fn pipeline(
                 let mut tracks = tracks.lock().unwrap_or_else(|e| e.into_inner());
                 let tr = tracks.entry(o.name_any()).or_default();
                 let st = o.status.as_ref();
+                if tr.finalizer.is_none() && !o.finalizers().is_empty() {
+                    tr.finalizer = Some(now);
+                }
+                if tr.recorded.is_none() && st.and_then(|s| s.phase) == Some(Phase::Submitting) {
+                    tr.recorded = Some(now);
+                }
                 if tr.task_id.is_none() && st.and_then(|s| s.task_id.as_ref()).is_some() {
                     tr.task_id = Some(now);
                 }
@@ -770,6 +833,7 @@ async fn pipeline(
     // Trailing writes (Events, last status) and the last poll.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stats = proc_stats(op.pid());
+    let steps = submission_steps(&env.http, admin_port).await;
     let calls1 = sim_calls(&env.http, &sim_url).await?;
     let writes = env.proxy.counts.snap() - w0;
     watch.abort();
@@ -787,6 +851,27 @@ async fn pipeline(
     };
     let task_id_ms = lat(|t| t.task_id);
     let succeeded_ms = lat(|t| t.succeeded);
+    let between = |from: fn(&Track) -> Option<Instant>, to: fn(&Track) -> Option<Instant>| {
+        percentiles(
+            tracks
+                .values()
+                .filter_map(|t| {
+                    Some(to(t)?.checked_duration_since(from(t)?)?.as_secs_f64() * 1000.0)
+                })
+                .collect(),
+        )
+    };
+    let breakdown = format!(
+        "where apply→taskId goes, p50/p99 as the bench's watch saw it: apply→finalizer {}, finalizer→attempt record {}, attempt record→taskId {}; inside the operator, mean per submission: {}",
+        ms_pair(between(|t| t.applied, |t| t.finalizer)),
+        ms_pair(between(|t| t.finalizer, |t| t.recorded)),
+        ms_pair(between(|t| t.recorded, |t| t.task_id)),
+        steps
+            .iter()
+            .map(|(step, mean)| format!("{step} {mean:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let progress_changes: u64 = tracks.values().map(|t| t.progress_changes as u64).sum();
     let calls = calls_delta(&calls1, &calls0);
     let creates = calls.get("CreateTask").copied().unwrap_or(0)
@@ -830,6 +915,7 @@ async fn pipeline(
             mib(stats.rss_kib),
             mib(stats.hwm_kib)
         ),
+        breakdown,
     ];
     if per_minute == 0 {
         notes.push(format!(
@@ -1335,26 +1421,28 @@ async fn main() -> anyhow::Result<()> {
     for s in cli.scenarios.clone() {
         eprintln!("bench: scenario {s}");
         let result = match s {
-            1 => pipeline(
-                &env,
-                &cli,
-                "1 raw pipeline",
-                cli.objects.unwrap_or(100),
-                0,
-                Duration::from_secs(60),
-            )
-            .await
-            .map(|r| vec![r]),
-            2 => pipeline(
-                &env,
-                &cli,
-                "2 budget 5/1s (x60)",
-                cli.objects.unwrap_or(1000),
-                5,
-                Duration::from_secs(1),
-            )
-            .await
-            .map(|r| vec![r]),
+            1 => {
+                pipelines(
+                    &env,
+                    &cli,
+                    "1 raw pipeline",
+                    cli.objects.unwrap_or(100),
+                    0,
+                    Duration::from_secs(60),
+                )
+                .await
+            }
+            2 => {
+                pipelines(
+                    &env,
+                    &cli,
+                    "2 budget 5/1s (x60)",
+                    cli.objects.unwrap_or(1000),
+                    5,
+                    Duration::from_secs(1),
+                )
+                .await
+            }
             3 => idle(&env, &cli, cli.objects.unwrap_or(10_000)).await,
             4 => sdk_vs_submit(&env, &cli).await.map(|r| vec![r]),
             other => Err(anyhow!("no scenario {other}")),

@@ -268,14 +268,27 @@ impl Context {
         obj: &ClusterScanTask,
         t: transitions::Transition,
     ) -> Result<(ClusterScanTask, Action), Error> {
+        self.commit_step(obj, t, None).await
+    }
+
+    /// [`commit`](Self::commit), timing the status write as submission step `step`.
+    pub(crate) async fn commit_step(
+        &self,
+        obj: &ClusterScanTask,
+        t: transitions::Transition,
+        step: Option<&'static str>,
+    ) -> Result<(ClusterScanTask, Action), Error> {
         let written = if obj.status.as_ref() == Some(&t.status) {
             obj.clone()
         } else {
             let api: Api<ClusterScanTask> =
                 Api::namespaced(self.kube.clone(), &obj.namespace().unwrap_or_default());
-            status::write(&api, obj, &t.status)
-                .await
-                .map_err(Error::WriteStatus)?
+            let started = std::time::Instant::now();
+            let written = status::write(&api, obj, &t.status).await;
+            if let Some(step) = step {
+                self.metrics.submission_step(step, started.elapsed());
+            }
+            written.map_err(Error::WriteStatus)?
         };
         for ev in t.events {
             self.event(&written, ev).await;

@@ -79,7 +79,7 @@ use std::{
     collections::{HashMap, HashSet},
     future::Future,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use kube::{ResourceExt, api::Api, runtime::controller::Action};
@@ -286,7 +286,10 @@ pub(super) async fn submit(
     ctx.fail_point(Step::BeforeRecord, &obj).await;
     // Written with `obj`'s resourceVersion as precondition: a deletion that began since
     // (deletionTimestamp set) changed it, so the write conflicts and nothing is posted.
-    let recorded = match status::write(&api, &obj, &st).await {
+    let step = Instant::now();
+    let written = status::write(&api, &obj, &st).await;
+    ctx.metrics.submission_step("record", step.elapsed());
+    let recorded = match written {
         Ok(o) => o,
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!("attempt record conflicted; starting over from a fresh read");
@@ -298,7 +301,10 @@ pub(super) async fn submit(
 
     // Re-check the lease right before the POST: a replica that lost it must not post. The
     // attempt stays recorded; whoever leads next resolves it by lookup.
-    match ctx.leadership.confirm().await {
+    let step = Instant::now();
+    let leading = ctx.leadership.confirm().await;
+    ctx.metrics.submission_step("lease", step.elapsed());
+    match leading {
         Ok(true) => {}
         Ok(false) | Err(_) => {
             tracing::warn!("not holding the lease any more; not sending CreateTask");
@@ -308,10 +314,12 @@ pub(super) async fn submit(
     tracing::info!(attempt = %attempt_id, "sending CreateTask");
     // Lookups wait for POSTs in flight, so a task created by a POST whose answer is on its
     // way is already remembered (and excluded) when a lookup runs.
+    let step = Instant::now();
     let result = ctx
         .ledger
         .post(&Context::uid(&obj), hss.create_task(permit, req))
         .await;
+    ctx.metrics.submission_step("post", step.elapsed());
     ctx.fail_point(Step::AfterPost, &obj).await;
 
     match result {
@@ -341,7 +349,7 @@ pub(super) async fn record_task_id(
     );
     // The id stays remembered until deletion: the cache may not show this write yet, and a
     // lookup for another object must not take the same task in the meantime.
-    let (written, action) = ctx.commit(obj, t).await?;
+    let (written, action) = ctx.commit_step(obj, t, Some("task_id")).await?;
     let created = written
         .status
         .as_ref()
