@@ -157,7 +157,7 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         ));
         // The Secret an object names, read when it is reconciled: get only, no list or watch.
         needs.push(need("get", "", "secrets", None, ns.clone()));
-        // kube's Recorder creates an Event, and patches it when the same one repeats.
+        // An Event is created, and its series patched when it repeats (`kit::events`).
         for verb in ["create", "patch"] {
             needs.push(need(verb, "events.k8s.io", "events", None, ns.clone()));
         }

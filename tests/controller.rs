@@ -59,6 +59,74 @@ fn tasks_created(sim: &Simulator) -> usize {
     sim.created_tasks().len()
 }
 
+/// Events are counted, not written per repeat: 50 occurrences of one reason make one Event,
+/// whose series count is written by the next flush; an Event the server lost is created anew.
+#[tokio::test]
+async fn repeated_events_are_one_event_with_a_count() {
+    use hss_operator::kit::events::{self, Events, REFRESH};
+    let client = admin().await;
+    let ns = namespace(&client, "events").await;
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    let obj = api
+        .create(&PostParams::default(), &cluster_scan("scan-e"))
+        .await
+        .expect("create");
+    let recorder = Events::new(client.clone());
+    let waiting = events::warning("Throttled", "Submit", "waiting for the budget");
+    for _ in 0..50 {
+        recorder.publish(&obj, &waiting).await;
+    }
+    recorder
+        .publish(&obj, &events::normal("Submitted", "Submit", "task t-1"))
+        .await;
+    let events_api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let throttled = || async {
+        events_api
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Throttled"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events_for(&client, &ns, "scan-e").await.len(), 2);
+    let before = throttled().await;
+    assert_eq!(before.len(), 1, "one Event for 50 occurrences");
+    assert!(
+        before[0].series.is_none(),
+        "repeats are not written one by one"
+    );
+    assert_eq!(
+        before[0].reporting_controller.as_deref(),
+        Some("hss-operator")
+    );
+
+    recorder
+        .flush_at(tokio::time::Instant::now() + REFRESH)
+        .await;
+    let after = throttled().await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].series.as_ref().map(|s| s.count), Some(50));
+    assert_eq!(after[0].note.as_deref(), Some("waiting for the budget"));
+
+    // The server loses the Event (its TTL): the next series write forgets it, and the next
+    // occurrence creates a new one.
+    events_api
+        .delete(&after[0].name_any(), &DeleteParams::default())
+        .await
+        .expect("delete event");
+    recorder.publish(&obj, &waiting).await;
+    recorder
+        .flush_at(tokio::time::Instant::now() + REFRESH * 2)
+        .await;
+    assert!(throttled().await.is_empty());
+    recorder.publish(&obj, &waiting).await;
+    let again = throttled().await;
+    assert_eq!(again.len(), 1, "created anew");
+    assert!(again[0].series.is_none());
+}
+
 #[tokio::test]
 async fn apply_sets_task_id_and_walks_to_succeeded_with_events() {
     let client = admin().await;

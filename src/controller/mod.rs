@@ -43,7 +43,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::Recorder,
         finalizer::{self, Event as Finalizer},
         reflector::{self, ObjectRef, Store},
         watcher::watcher,
@@ -174,7 +173,7 @@ pub type FailPoint = Arc<dyn Fn(Step, String) -> BoxFuture<'static, ()> + Send +
 /// Everything reconcile touches.
 pub struct Context {
     pub kube: Client,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub poller: Poller,
     pub args: ScanArgs,
     pub budget: Budget,
@@ -298,7 +297,7 @@ impl Context {
 
     /// Publishes an Event; failures to publish are logged, never fatal.
     pub(crate) async fn event(&self, obj: &ClusterScanTask, ev: events::Note) {
-        events::publish(&self.recorder, obj, &ev).await;
+        self.events.publish(obj, &ev).await;
     }
 }
 
@@ -509,7 +508,7 @@ pub async fn run(
     );
     let ctx = Arc::new(Context {
         kube: kube.clone(),
-        recorder: events::recorder(kube.clone()),
+        events: events::Events::new(kube.clone()),
         poller: poller.clone(),
         args,
         budget,
@@ -580,6 +579,7 @@ pub async fn run(
         _ = router => {}
         _ = synced => {}
         _ = gauges => {}
+        _ = ctx.events.flush_forever() => {}
     }
     Ok(())
 }

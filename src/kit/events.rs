@@ -1,23 +1,53 @@
-//! Events: one Recorder with the fixed reporter name, Event builders, PascalCase reasons.
+//! Events: one per object, type, reason and action, counted, at a bounded number of writes.
+//!
+//! Events are `events.k8s.io/v1` objects reported by [`REPORTER`] (instance: the pod's name),
+//! in the shape kube's `Recorder` writes them: one Event per object, type, reason and action,
+//! whose `series` counts its repeats. kube's `Recorder` writes on every publish (a PATCH of the
+//! series per repeat), so an object retrying every few seconds costs a write each time; with
+//! 1,000 objects that is O(objects x retries). [`Events`] counts repeats in memory and writes
+//! the count at most once per [`REFRESH`]. It is hand-written for that one reason, over
+//! kube's `Api<Event>`; the counting ([`Tally`]) is pure and tested on its own.
+//!
+//! # Guarantees
+//! - The first occurrence is created at once. `series.count` is the number of occurrences,
+//!   `series.lastObservedTime` the latest one's time; `note` stays the first occurrence's (the
+//!   API server keeps an Event's note immutable).
+//! - Writes per Event: one create, then at most one series write per [`REFRESH`] while it
+//!   repeats, however often it repeats. A repeat that comes [`REFRESH`] after the last write is
+//!   written at once; the others are written by [`Events::flush`], which the controllers run
+//!   every [`FLUSH_EVERY`].
+//! - Memory: an Event is forgotten [`IDLE`] after its last occurrence (its count written
+//!   first); a repeat after that starts a new Event, as kube's Recorder does after 6 minutes.
+//!
+//! # Caveats
+//! - Counts not yet written are lost when the process ends (at most [`REFRESH`] of repeats).
+//! - An Event the API server no longer has (its `--event-ttl`, 1 h by default, or deleted) is
+//!   forgotten at its next series write; the next occurrence creates a new one.
+//!
+//! # Errors
+//! A failed write is logged, never returned: an Event is worth less than the reconcile that
+//! published it. A failed create leaves nothing remembered, so the next occurrence creates.
 
-use kube::{
-    Client, Resource,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use k8s_openapi::{
+    api::{core::v1::ObjectReference, events::v1::Event, events::v1::EventSeries},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
 };
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
+use tokio::time::Instant;
 
 /// The reporting controller of every Event the operator publishes.
 pub const REPORTER: &str = "hss-operator";
-
-/// The Recorder: reporter [`REPORTER`], instance the pod's name (`POD_NAME`) when set.
-pub fn recorder(kube: Client) -> Recorder {
-    Recorder::new(
-        kube,
-        Reporter {
-            controller: REPORTER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    )
-}
+/// At most one series write per Event in this time.
+pub const REFRESH: Duration = Duration::from_secs(5 * 60);
+/// An Event without occurrences for this long is forgotten.
+pub const IDLE: Duration = Duration::from_secs(15 * 60);
+/// How often the controllers call [`Events::flush`].
+pub const FLUSH_EVERY: Duration = Duration::from_secs(30);
 
 /// An Event to publish: what a decision says, compared and printed in tests, turned into the
 /// API's Event only when published.
@@ -30,32 +60,6 @@ pub struct Note {
     pub action: String,
     /// For people; at most 1,000 characters (the API server caps notes at 1 KiB).
     pub note: String,
-}
-
-impl Note {
-    fn to_event(&self) -> Event {
-        Event {
-            type_: if self.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: self.reason.clone(),
-            note: Some(self.note.clone()),
-            action: self.action.clone(),
-            secondary: None,
-        }
-    }
-}
-
-/// Publishes `note` about `obj`; a failure to publish is logged, never fatal.
-pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, note: &Note) {
-    if let Err(e) = recorder
-        .publish(&note.to_event(), &obj.object_ref(&()))
-        .await
-    {
-        tracing::warn!(error = %e, reason = %note.reason, "failed to publish an Event");
-    }
 }
 
 pub fn normal(reason: &str, action: &str, note: &str) -> Note {
@@ -88,11 +92,255 @@ pub fn reason_for(category: &str) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn categories_become_pascal_case_reasons() {
-        assert_eq!(super::reason_for("invalid_request"), "InvalidRequest");
-        assert_eq!(super::reason_for("throttled"), "Throttled");
+// ------------------------------------------------------------------ counting (pure)
+
+/// What makes two occurrences the same Event: the object (by uid), type, reason and action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub object: String,
+    pub warning: bool,
+    pub reason: String,
+    pub action: String,
+}
+
+/// What the API server must be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A new Event, `name` in `namespace`.
+    Create { namespace: String, name: String },
+    /// The series of the Event `name` in `namespace`: `count` occurrences so far.
+    Series {
+        namespace: String,
+        name: String,
+        count: i32,
+    },
+}
+
+#[derive(Debug)]
+struct Counted {
+    namespace: String,
+    name: String,
+    count: i32,
+    written: i32,
+    last_write: Instant,
+    last_seen: Instant,
+}
+
+/// The counts of the Events this process has published. Pure: time is passed in.
+#[derive(Debug, Default)]
+pub struct Tally {
+    events: HashMap<Key, Counted>,
+}
+
+impl Tally {
+    /// An occurrence at `now`: create (as `namespace/name`, when no Event of `key` is
+    /// counted), write the series now, or only count. Counted from here on, so a concurrent
+    /// repeat does not create a second Event while the first is on its way.
+    pub fn occur(
+        &mut self,
+        key: Key,
+        namespace: &str,
+        name: String,
+        now: Instant,
+    ) -> Option<Write> {
+        if let Some(c) = self
+            .events
+            .get_mut(&key)
+            .filter(|c| now.duration_since(c.last_seen) < IDLE)
+        {
+            c.count += 1;
+            c.last_seen = now;
+            return (now.duration_since(c.last_write) >= REFRESH).then(|| c.series(now));
+        }
+        self.events.insert(
+            key,
+            Counted {
+                namespace: namespace.to_string(),
+                name: name.clone(),
+                count: 1,
+                written: 1,
+                last_write: now,
+                last_seen: now,
+            },
+        );
+        Some(Write::Create {
+            namespace: namespace.to_string(),
+            name,
+        })
+    }
+
+    /// The series writes due at `now` (unwritten repeats, last write [`REFRESH`] ago), and
+    /// forgets Events idle for [`IDLE`] whose count is written.
+    pub fn due(&mut self, now: Instant) -> Vec<Write> {
+        self.events
+            .retain(|_, c| c.count > c.written || now.duration_since(c.last_seen) < IDLE);
+        self.events
+            .values_mut()
+            .filter(|c| c.count > c.written && now.duration_since(c.last_write) >= REFRESH)
+            .map(|c| c.series(now))
+            .collect()
+    }
+
+    /// The Event `name` is gone from the API server, or its create failed: forget it.
+    pub fn gone(&mut self, namespace: &str, name: &str) {
+        self.events
+            .retain(|_, c| !(c.namespace == namespace && c.name == name));
+    }
+
+    /// Events remembered.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
     }
 }
+
+impl Counted {
+    fn series(&mut self, now: Instant) -> Write {
+        self.written = self.count;
+        self.last_write = now;
+        Write::Series {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            count: self.count,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ publishing
+
+/// The operator's Event publisher: shared by a controller's reconciles (`Arc` or a field of
+/// the shared context).
+pub struct Events {
+    client: Client,
+    instance: String,
+    tally: Mutex<Tally>,
+}
+
+impl Events {
+    /// Reporter [`REPORTER`], instance the pod's name (`POD_NAME`) when set.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            instance: std::env::var("POD_NAME").unwrap_or_else(|_| REPORTER.to_string()),
+            tally: Mutex::default(),
+        }
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `note` about `obj`: creates its Event, or counts a repeat (see the module doc
+    /// for when the count is written). Failures are logged, never returned.
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, note: &Note) {
+        let key = Key {
+            object: obj.uid().unwrap_or_else(|| obj.name_any()),
+            warning: note.warning,
+            reason: note.reason.clone(),
+            action: note.action.clone(),
+        };
+        let regarding = obj.object_ref(&());
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = format!(
+            "{}.{:x}",
+            regarding.name.as_deref().unwrap_or(REPORTER),
+            jiff::Timestamp::now().as_nanosecond()
+        );
+        let write = self.tally().occur(key, &namespace, name, Instant::now());
+        match write {
+            Some(Write::Create { namespace, name }) => {
+                self.create(&namespace, &name, regarding, note).await
+            }
+            Some(series) => self.write(series).await,
+            None => {}
+        }
+    }
+
+    /// Writes the counts that are due; the controllers call it every [`FLUSH_EVERY`].
+    pub async fn flush(&self) {
+        self.flush_at(Instant::now()).await;
+    }
+
+    /// [`flush`](Self::flush) as if it were `now` (tests write counts without waiting).
+    pub async fn flush_at(&self, now: Instant) {
+        let due = self.tally().due(now);
+        for w in due {
+            self.write(w).await;
+        }
+    }
+
+    /// Calls [`flush`](Self::flush) every [`FLUSH_EVERY`], forever.
+    pub async fn flush_forever(&self) {
+        let mut ticker = tokio::time::interval(FLUSH_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.flush().await;
+        }
+    }
+
+    /// Events remembered (for tests and the bench).
+    pub fn remembered(&self) -> usize {
+        self.tally().len()
+    }
+
+    async fn create(&self, namespace: &str, name: &str, regarding: ObjectReference, note: &Note) {
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                ..ObjectMeta::default()
+            },
+            action: Some(note.action.clone()),
+            reason: Some(note.reason.clone()),
+            note: Some(note.note.clone()),
+            type_: Some(if note.warning { "Warning" } else { "Normal" }.into()),
+            event_time: Some(MicroTime(jiff::Timestamp::now())),
+            regarding: Some(regarding),
+            reporting_controller: Some(REPORTER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(error = %e, reason = %note.reason, "failed to publish an Event");
+            self.tally().gone(namespace, name);
+        }
+    }
+
+    async fn write(&self, w: Write) {
+        let Write::Series {
+            namespace,
+            name,
+            count,
+        } = w
+        else {
+            return;
+        };
+        // A merge patch of the series alone: the rest of an Event is immutable.
+        let patch = serde_json::json!({
+            "series": EventSeries {
+                count,
+                last_observed_time: MicroTime(jiff::Timestamp::now()),
+            }
+        });
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => self.tally().gone(&namespace, &name),
+            Err(e) => tracing::warn!(error = %e, event = %name, "failed to write an Event's count"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@
 //! - [`conditions`]: setting a condition, given `now`, with one rule for messages;
 //! - [`status`]: the status writer, always server-side apply with the one field manager and a
 //!   resourceVersion precondition;
-//! - [`events`]: the Recorder with the fixed reporter, Event builders, reasons;
+//! - [`events`]: Events counted per object and reason at bounded writes, builders, reasons;
 //! - [`retry`]: backoff and the failure-streak error policy;
 //! - [`lists`]: how the first list is read (streamed where the server can).
 

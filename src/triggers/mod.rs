@@ -75,7 +75,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::Recorder,
         reflector::{self, Store},
         watcher,
     },
@@ -143,7 +142,7 @@ pub struct TriggerArgs {
 /// Everything reconcile touches.
 struct Context {
     kube: Client,
-    recorder: Recorder,
+    events: events::Events,
     clock: Clock,
     runs: Store<ClusterScanTask>,
     nodes: Store<NodeView>,
@@ -219,7 +218,7 @@ impl Context {
     }
 
     async fn event(&self, trigger: &ClusterScanTrigger, ev: events::Note) {
-        events::publish(&self.recorder, trigger, &ev).await;
+        self.events.publish(trigger, &ev).await;
     }
 }
 
@@ -254,7 +253,7 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         kube: kube.clone(),
-        recorder: events::recorder(kube.clone()),
+        events: events::Events::new(kube.clone()),
         clock: clock.clone(),
         runs,
         nodes,
@@ -268,7 +267,7 @@ pub async fn run(
         .reconcile_all_on(nodes::changes(api_server))
         .reconcile_all_on(clock.changes())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(object = %obj, "trigger reconciled"),
@@ -279,6 +278,7 @@ pub async fn run(
     tokio::select! {
         _ = controller => {}
         _ = version_poll => {}
+        _ = ctx.events.flush_forever() => {}
     }
     Ok(())
 }
