@@ -223,9 +223,10 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(harness::free_port()?)
 }
 
-/// Mean milliseconds per submission step, from the operator's
-/// `hss_operator_submission_step_duration_seconds` (empty if the metrics are unreadable).
-async fn submission_steps(http: &reqwest::Client, port: u16) -> Vec<(String, f64)> {
+/// Per submission step: mean, and p50 and p99 as histogram bucket bounds ("<= X ms"), in
+/// milliseconds, from the operator's `hss_operator_submission_step_duration_seconds` (empty if
+/// the metrics are unreadable).
+async fn submission_steps(http: &reqwest::Client, port: u16) -> Vec<(String, String)> {
     let Ok(resp) = http
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
@@ -234,18 +235,58 @@ async fn submission_steps(http: &reqwest::Client, port: u16) -> Vec<(String, f64
         return Vec::new();
     };
     let text = resp.text().await.unwrap_or_default();
+    const NAME: &str = "hss_operator_submission_step_duration_seconds";
     let value = |name: &str, step: &str| -> Option<f64> {
-        let prefix =
-            format!("hss_operator_submission_step_duration_seconds_{name}{{step=\"{step}\"}} ");
+        let prefix = format!("{NAME}_{name}{{step=\"{step}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
             .and_then(|v| v.trim().parse().ok())
+    };
+    // `..._bucket{le="0.005",step="record"} 12`: (upper bound, cumulative count).
+    let buckets = |step: &str| -> Vec<(f64, f64)> {
+        let prefix = format!("{NAME}_bucket{{le=\"");
+        let suffix = format!("\",step=\"{step}\"}} ");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|rest| {
+                let (le, count) = rest.split_once(suffix.as_str())?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let at = |b: &[(f64, f64)], count: f64, q: f64| -> String {
+        b.iter()
+            .find(|(_, c)| *c >= (count * q).ceil())
+            .map(|(le, _)| {
+                if le.is_finite() {
+                    format!("<= {} ms", le * 1000.0)
+                } else {
+                    "> 10 s".into()
+                }
+            })
+            .unwrap_or_else(|| "n/a".into())
     };
     ["record", "lease", "post", "task_id"]
         .into_iter()
         .filter_map(|step| {
             let (sum, count) = (value("sum", step)?, value("count", step)?);
-            (count > 0.0).then(|| (step.to_string(), sum / count * 1000.0))
+            let b = buckets(step);
+            (count > 0.0).then(|| {
+                (
+                    step.to_string(),
+                    format!(
+                        "mean {:.1} ms, p50 {}, p99 {}",
+                        sum / count * 1000.0,
+                        at(&b, count, 0.5),
+                        at(&b, count, 0.99)
+                    ),
+                )
+            })
         })
         .collect()
 }
@@ -862,13 +903,13 @@ async fn pipeline(
         )
     };
     let breakdown = format!(
-        "where apply→taskId goes, p50/p99 as the bench's watch saw it: apply→finalizer {}, finalizer→attempt record {}, attempt record→taskId {}; inside the operator, mean per submission: {}",
+        "where apply→taskId goes, p50/p99 as the bench's watch saw it: apply→finalizer {}, finalizer→attempt record {}, attempt record→taskId {}; inside the operator, per submission: {}",
         ms_pair(between(|t| t.applied, |t| t.finalizer)),
         ms_pair(between(|t| t.finalizer, |t| t.recorded)),
         ms_pair(between(|t| t.recorded, |t| t.task_id)),
         steps
             .iter()
-            .map(|(step, mean)| format!("{step} {mean:.1} ms"))
+            .map(|(step, figures)| format!("{step} {figures}"))
             .collect::<Vec<_>>()
             .join(", ")
     );

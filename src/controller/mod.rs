@@ -312,6 +312,17 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
     );
     let uid = Context::uid(&obj);
     let timer = ctx.metrics.reconcile_started();
+    // The finalizer goes on in this reconcile, and the submission goes on with the object as
+    // written (kube's helper would stop and wait for the watch to bring it back).
+    let obj = match crate::kit::finalizers::ensure(&api, obj, FINALIZER).await {
+        Ok(obj) => obj,
+        Err(e) => {
+            timer.finish();
+            let err = Error::Kube(e);
+            ctx.metrics.reconcile_failed(err.category());
+            return Err(err);
+        }
+    };
     let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,
@@ -378,6 +389,14 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
         }
     };
     let obj = match transitions::credentials_ready(&obj, now) {
+        // A new object's condition rides on its next write (the attempt record, or the start
+        // of a budget wait): one write and one API round trip fewer before its POST. The
+        // copy keeps the resourceVersion it was read at, so that write stays conditional.
+        Some(st) if phase == Phase::Pending => {
+            let mut pending = (*obj).clone();
+            pending.status = Some(st);
+            Arc::new(pending)
+        }
         Some(st) => Arc::new(
             status::write(&api, &obj, &st)
                 .await

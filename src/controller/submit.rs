@@ -4,7 +4,8 @@
 //! get-by-id and no delete. This module is the only place that POSTs.
 //!
 //! # Protocol
-//! 1. The finalizer is in place (the caller uses `kube::runtime::finalizer`), and the object
+//! 1. The finalizer is in place (the caller adds it with [`crate::kit::finalizers::ensure`]
+//!    and goes through `kube::runtime::finalizer`), and the object
 //!    is not being deleted: nothing is ever POSTed for an object with a deletionTimestamp.
 //! 2. A CreateTask token is taken from the budget first; without one the object waits with
 //!    condition `Throttled`.

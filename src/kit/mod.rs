@@ -5,11 +5,13 @@
 //! - [`status`]: the status writer, always server-side apply with the one field manager and a
 //!   resourceVersion precondition;
 //! - [`events`]: Events counted per object and reason at bounded writes, builders, reasons;
+//! - [`finalizers`]: a missing finalizer added in the reconcile that needs it;
 //! - [`retry`]: backoff and the failure-streak error policy;
 //! - [`lists`]: how the first list is read (streamed where the server can).
 
 pub mod conditions;
 pub mod events;
+pub mod finalizers;
 pub mod lists;
 pub mod retry;
 pub mod status;
