@@ -71,7 +71,11 @@ async fn repeated_events_are_one_event_with_a_count() {
         .create(&PostParams::default(), &cluster_scan("scan-e"))
         .await
         .expect("create");
-    let recorder = Events::new(client.clone());
+    let recorder = Arc::new(Events::new(client.clone()));
+    let writer = tokio::spawn({
+        let recorder = recorder.clone();
+        async move { recorder.run().await }
+    });
     let waiting = events::warning("Throttled", "Submit", "waiting for the budget");
     for _ in 0..50 {
         recorder.publish(&obj, &waiting).await;
@@ -90,6 +94,8 @@ async fn repeated_events_are_one_event_with_a_count() {
             .filter(|e| e.reason.as_deref() == Some("Throttled"))
             .collect::<Vec<_>>()
     };
+    // Published in order by the writer: once Submitted is there, Throttled is too.
+    await_event(&client, &ns, "scan-e", "Submitted").await;
     assert_eq!(events_for(&client, &ns, "scan-e").await.len(), 2);
     let before = throttled().await;
     assert_eq!(before.len(), 1, "one Event for 50 occurrences");
@@ -122,9 +128,11 @@ async fn repeated_events_are_one_event_with_a_count() {
         .await;
     assert!(throttled().await.is_empty());
     recorder.publish(&obj, &waiting).await;
+    await_event(&client, &ns, "scan-e", "Throttled").await;
     let again = throttled().await;
     assert_eq!(again.len(), 1, "created anew");
     assert!(again[0].series.is_none());
+    writer.abort();
 }
 
 #[tokio::test]

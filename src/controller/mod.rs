@@ -598,7 +598,7 @@ pub async fn run(
         _ = router => {}
         _ = synced => {}
         _ = gauges => {}
-        _ = ctx.events.flush_forever() => {}
+        _ = ctx.events.run() => {}
     }
     Ok(())
 }

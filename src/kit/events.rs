@@ -14,13 +14,19 @@
 //!   API server keeps an Event's note immutable).
 //! - Writes per Event: one create, then at most one series write per [`REFRESH`] while it
 //!   repeats, however often it repeats. A repeat that comes [`REFRESH`] after the last write is
-//!   written at once; the others are written by [`Events::flush`], which the controllers run
-//!   every [`FLUSH_EVERY`].
+//!   written at once; the others every [`FLUSH_EVERY`] by [`Events::run`].
+//! - Publishing does not wait for the API server: writes are queued (up to 1,024; beyond that
+//!   publishing waits) and [`Events::run`] performs them, [`WRITERS`] at once, in the order
+//!   they were published. A reconcile's slot goes to the next object, not to its Events, and
+//!   in a burst Events take a bounded share of the API server's writes.
 //! - Memory: an Event is forgotten [`IDLE`] after its last occurrence (its count written
 //!   first); a repeat after that starts a new Event, as kube's Recorder does after 6 minutes.
 //!
 //! # Caveats
-//! - Counts not yet written are lost when the process ends (at most [`REFRESH`] of repeats).
+//! - Counts not yet written, and queued writes, are lost when the process ends (at most
+//!   [`REFRESH`] of repeats).
+//! - Nothing is written unless [`Events::run`] runs (the controllers run it beside their
+//!   reconciles).
 //! - An Event the API server no longer has (its `--event-ttl`, 1 h by default, or deleted) is
 //!   forgotten at its next series write; the next occurrence creates a new one.
 //!
@@ -30,6 +36,7 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
+use futures::StreamExt;
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event, events::v1::EventSeries},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -38,7 +45,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
 };
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 
 /// The reporting controller of every Event the operator publishes.
 pub const REPORTER: &str = "hss-operator";
@@ -46,8 +53,12 @@ pub const REPORTER: &str = "hss-operator";
 pub const REFRESH: Duration = Duration::from_secs(5 * 60);
 /// An Event without occurrences for this long is forgotten.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
-/// How often the controllers call [`Events::flush`].
+/// How often [`Events::run`] writes the counts that are due.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(30);
+/// Event writes waiting for a writer; beyond this, publishing waits.
+const QUEUED: usize = 1024;
+/// Event writes at once: Events yield to the writes that move objects on.
+const WRITERS: usize = 2;
 
 /// An Event to publish: what a decision says, compared and printed in tests, turned into the
 /// API's Event only when published.
@@ -217,15 +228,33 @@ pub struct Events {
     client: Client,
     instance: String,
     tally: Mutex<Tally>,
+    queue: mpsc::Sender<Job>,
+    /// Taken by the one [`Events::run`].
+    jobs: Mutex<Option<mpsc::Receiver<Job>>>,
+}
+
+/// A queued write.
+enum Job {
+    Create {
+        namespace: String,
+        name: String,
+        regarding: Box<ObjectReference>,
+        note: Note,
+        at: jiff::Timestamp,
+    },
+    Series(Write),
 }
 
 impl Events {
     /// Reporter [`REPORTER`], instance the pod's name (`POD_NAME`) when set.
     pub fn new(client: Client) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUED);
         Self {
             client,
             instance: std::env::var("POD_NAME").unwrap_or_else(|_| REPORTER.to_string()),
             tally: Mutex::default(),
+            queue,
+            jobs: Mutex::new(Some(jobs)),
         }
     }
 
@@ -233,8 +262,8 @@ impl Events {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes `note` about `obj`: creates its Event, or counts a repeat (see the module doc
-    /// for when the count is written). Failures are logged, never returned.
+    /// Publishes `note` about `obj`: queues its Event's creation, or counts a repeat (see the
+    /// module doc for when the count is written). Failures are logged, never returned.
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, note: &Note) {
         let key = Key {
             object: obj.uid().unwrap_or_else(|| obj.name_any()),
@@ -252,36 +281,49 @@ impl Events {
             regarding.name.as_deref().unwrap_or(REPORTER),
             jiff::Timestamp::now().as_nanosecond()
         );
-        let write = self.tally().occur(key, &namespace, name, Instant::now());
-        match write {
-            Some(Write::Create { namespace, name }) => {
-                self.create(&namespace, &name, regarding, note).await
-            }
-            Some(series) => self.write(series).await,
-            None => {}
+        let job = match self.tally().occur(key, &namespace, name, Instant::now()) {
+            Some(Write::Create { namespace, name }) => Job::Create {
+                namespace,
+                name,
+                regarding: Box::new(regarding),
+                note: note.clone(),
+                at: jiff::Timestamp::now(),
+            },
+            Some(series) => Job::Series(series),
+            None => return,
+        };
+        if self.queue.send(job).await.is_err() {
+            tracing::debug!(reason = %note.reason, "Events are no longer written; dropped one");
         }
     }
 
-    /// Writes the counts that are due; the controllers call it every [`FLUSH_EVERY`].
-    pub async fn flush(&self) {
-        self.flush_at(Instant::now()).await;
+    /// Performs the queued writes and, every [`FLUSH_EVERY`], the counts that are due, until
+    /// dropped. Run once, beside the reconciles; a second call only waits.
+    pub async fn run(&self) {
+        let Some(mut jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return futures::future::pending().await;
+        };
+        let writers = futures::stream::poll_fn(|cx| jobs.poll_recv(cx))
+            .for_each_concurrent(WRITERS, |job| self.perform(job));
+        let flusher = async {
+            let mut ticker = tokio::time::interval(FLUSH_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                self.flush_at(Instant::now()).await;
+            }
+        };
+        tokio::select! {
+            _ = writers => {}
+            _ = flusher => {}
+        }
     }
 
-    /// [`flush`](Self::flush) as if it were `now` (tests write counts without waiting).
+    /// Writes the counts due at `now` at once (tests write counts without waiting).
     pub async fn flush_at(&self, now: Instant) {
         let due = self.tally().due(now);
         for w in due {
-            self.write(w).await;
-        }
-    }
-
-    /// Calls [`flush`](Self::flush) every [`FLUSH_EVERY`], forever.
-    pub async fn flush_forever(&self) {
-        let mut ticker = tokio::time::interval(FLUSH_EVERY);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            self.flush().await;
+            self.perform(Job::Series(w)).await;
         }
     }
 
@@ -290,7 +332,27 @@ impl Events {
         self.tally().len()
     }
 
-    async fn create(&self, namespace: &str, name: &str, regarding: ObjectReference, note: &Note) {
+    async fn perform(&self, job: Job) {
+        match job {
+            Job::Create {
+                namespace,
+                name,
+                regarding,
+                note,
+                at,
+            } => self.create(&namespace, &name, *regarding, &note, at).await,
+            Job::Series(w) => self.write(w).await,
+        }
+    }
+
+    async fn create(
+        &self,
+        namespace: &str,
+        name: &str,
+        regarding: ObjectReference,
+        note: &Note,
+        at: jiff::Timestamp,
+    ) {
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -301,7 +363,7 @@ impl Events {
             reason: Some(note.reason.clone()),
             note: Some(note.note.clone()),
             type_: Some(if note.warning { "Warning" } else { "Normal" }.into()),
-            event_time: Some(MicroTime(jiff::Timestamp::now())),
+            event_time: Some(MicroTime(at)),
             regarding: Some(regarding),
             reporting_controller: Some(REPORTER.into()),
             reporting_instance: Some(self.instance.clone()),

@@ -278,7 +278,7 @@ pub async fn run(
     tokio::select! {
         _ = controller => {}
         _ = version_poll => {}
-        _ = ctx.events.flush_forever() => {}
+        _ = ctx.events.run() => {}
     }
     Ok(())
 }
