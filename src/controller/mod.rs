@@ -194,6 +194,8 @@ pub struct Context {
     pub leadership: Leadership,
     /// Result pages shared by the objects whose findings are read together.
     pub findings: crate::findings::Caches,
+    /// Cached copies this process's own writes replaced: not acted on.
+    superseded: crate::kit::superseded::Superseded,
 }
 
 /// What the process shares with this controller: metrics, readiness, leadership, test hooks.
@@ -283,7 +285,7 @@ impl Context {
             let api: Api<ClusterScanTask> =
                 Api::namespaced(self.kube.clone(), &obj.namespace().unwrap_or_default());
             let started = std::time::Instant::now();
-            let written = status::write(&api, obj, &t.status).await;
+            let written = self.write_status(&api, obj, &t.status).await;
             if let Some(step) = step {
                 self.metrics.submission_step(step, started.elapsed());
             }
@@ -293,6 +295,23 @@ impl Context {
             self.event(&written, ev).await;
         }
         Ok((written, t.action))
+    }
+
+    /// Writes `st` as `obj`'s status (conditional on its resourceVersion), remembering that
+    /// the copy it was computed from is superseded.
+    pub(crate) async fn write_status(
+        &self,
+        api: &Api<ClusterScanTask>,
+        obj: &ClusterScanTask,
+        st: &crate::crd::ClusterScanTaskStatus,
+    ) -> Result<ClusterScanTask, kube::Error> {
+        let written = status::write(api, obj, st).await?;
+        self.superseded.wrote(
+            &Self::uid(obj),
+            obj.resource_version(),
+            written.resource_version(),
+        );
+        Ok(written)
     }
 
     /// Publishes an Event; failures to publish are logged, never fatal.
@@ -311,11 +330,25 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
         task_id = obj.status.as_ref().and_then(|s| s.task_id.as_deref()).unwrap_or("")
     );
     let uid = Context::uid(&obj);
+    // A copy our own write replaced: the newer one is on its way through the watch, and acting
+    // on this one would only conflict.
+    if ctx
+        .superseded
+        .is_superseded(&uid, obj.metadata.resource_version.as_deref())
+    {
+        tracing::debug!("cached copy superseded by our own write; waiting for the newer one");
+        return Ok(Action::await_change());
+    }
+    let deleting = obj.metadata.deletion_timestamp.is_some();
     let timer = ctx.metrics.reconcile_started();
     // The finalizer goes on in this reconcile, and the submission goes on with the object as
     // written (kube's helper would stop and wait for the watch to bring it back).
+    let before = obj.resource_version();
     let obj = match crate::kit::finalizers::ensure(&api, obj, FINALIZER).await {
-        Ok(obj) => obj,
+        Ok(obj) => {
+            ctx.superseded.wrote(&uid, before, obj.resource_version());
+            obj
+        }
         Err(e) => {
             timer.finish();
             let err = Error::Kube(e);
@@ -339,6 +372,9 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
     }
     if result.is_ok() {
         ctx.failures.succeeded(&uid);
+        if deleting {
+            ctx.superseded.forget(&uid);
+        }
     }
     result
 }
@@ -398,7 +434,7 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
             Arc::new(pending)
         }
         Some(st) => Arc::new(
-            status::write(&api, &obj, &st)
+            ctx.write_status(&api, &obj, &st)
                 .await
                 .map_err(Error::WriteStatus)?,
         ),
@@ -541,6 +577,7 @@ pub async fn run(
         metrics: runtime.metrics.clone(),
         leadership: runtime.leadership.clone(),
         findings: Default::default(),
+        superseded: Default::default(),
     });
 
     // The poller's triggers go to the controller of the object's namespace.

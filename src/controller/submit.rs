@@ -288,7 +288,7 @@ pub(super) async fn submit(
     // Written with `obj`'s resourceVersion as precondition: a deletion that began since
     // (deletionTimestamp set) changed it, so the write conflicts and nothing is posted.
     let step = Instant::now();
-    let written = status::write(&api, &obj, &st).await;
+    let written = ctx.write_status(&api, &obj, &st).await;
     ctx.metrics.submission_step("record", step.elapsed());
     let recorded = match written {
         Ok(o) => o,

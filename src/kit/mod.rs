@@ -6,6 +6,7 @@
 //!   resourceVersion precondition;
 //! - [`events`]: Events counted per object and reason at bounded writes, builders, reasons;
 //! - [`finalizers`]: a missing finalizer added in the reconcile that needs it;
+//! - [`superseded`]: cached copies this process's own writes replaced, not acted on;
 //! - [`retry`]: backoff and the failure-streak error policy;
 //! - [`lists`]: how the first list is read (streamed where the server can).
 
@@ -15,6 +16,7 @@ pub mod finalizers;
 pub mod lists;
 pub mod retry;
 pub mod status;
+pub mod superseded;
 
 /// The field manager of everything the operator writes (status, Leases, runs).
 pub const FIELD_MANAGER: &str = "hss-operator";
