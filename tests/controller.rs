@@ -94,8 +94,8 @@ async fn repeated_events_are_one_event_with_a_count() {
             .filter(|e| e.reason.as_deref() == Some("Throttled"))
             .collect::<Vec<_>>()
     };
-    // Published in order by the writer: once Submitted is there, Throttled is too.
     await_event(&client, &ns, "scan-e", "Submitted").await;
+    await_event(&client, &ns, "scan-e", "Throttled").await;
     assert_eq!(events_for(&client, &ns, "scan-e").await.len(), 2);
     let before = throttled().await;
     assert_eq!(before.len(), 1, "one Event for 50 occurrences");
