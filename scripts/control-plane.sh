@@ -242,11 +242,16 @@ start_once() {
   done
 
   # Flags by server version: 1.20 needs --insecure-port=0 (later ones refuse the flag); newer
-  # servers with Debian's etcd 3.4, which lacks watch progress requests, need WatchList off.
+  # servers with an etcd 3.4 (Debian bookworm's), which lacks watch progress requests, need
+  # WatchList off; with etcd 3.5 or newer they keep it (streaming lists).
   local version_flags=()
   case "$("$KUBE_APISERVER" --version 2>/dev/null)" in
     *"v1.20."* | *"v1.19."*) version_flags+=(--insecure-port=0) ;;
-    *) version_flags+=(--feature-gates=WatchList=false) ;;
+    *)
+      case "$("$ETCD" --version 2>/dev/null | head -n1)" in
+        *"Version: 3.4."* | *"Version: 3.3."*) version_flags+=(--feature-gates=WatchList=false) ;;
+      esac
+      ;;
   esac
   log "starting kube-apiserver on $server ($("$KUBE_APISERVER" --version 2>/dev/null))"
   setsid "$KUBE_APISERVER" \

@@ -959,9 +959,16 @@ async fn pipeline(
         breakdown,
     ];
     if per_minute == 0 {
+        // Issue #15: under 100 ms when objects arrive paced; a burst is reported against the
+        // older 250 ms target and explained by the breakdown above.
+        let (target, bound) = if pace > 0.0 {
+            ("100 ms with a free budget, paced", 100.0)
+        } else {
+            ("250 ms with a free budget", 250.0)
+        };
         notes.push(format!(
-            "target apply→taskId p99 < 250 ms with a free budget: {}",
-            verdict(task_id_ms.is_some_and(|(_, p99)| p99 < 250.0))
+            "target apply→taskId p99 < {target}: {}",
+            verdict(task_id_ms.is_some_and(|(_, p99)| p99 < bound))
         ));
     } else {
         let scale = 60.0 / window.as_secs_f64();
