@@ -248,7 +248,7 @@ start_once() {
   case "$("$KUBE_APISERVER" --version 2>/dev/null)" in
     *"v1.20."* | *"v1.19."*) version_flags+=(--insecure-port=0) ;;
     *)
-      case "$("$ETCD" --version 2>/dev/null | head -n1)" in
+      case "$("$ETCD" --version 2>/dev/null | sed -n 1p)" in
         *"Version: 3.4."* | *"Version: 3.3."*) version_flags+=(--feature-gates=WatchList=false) ;;
       esac
       ;;

@@ -59,6 +59,43 @@ fn tasks_created(sim: &Simulator) -> usize {
     sim.created_tasks().len()
 }
 
+/// The first list streams where the server can (WatchList: 1.32+ over an etcd with watch
+/// progress requests; CI's current-Kubernetes run sets HSS_EXPECT_STREAMING=1 when it has one)
+/// and is one plain list elsewhere; either way the cache starts with every object.
+#[tokio::test]
+async fn the_first_list_streams_where_the_server_can_and_lists_elsewhere() {
+    use futures::StreamExt;
+    use hss_operator::kit::lists::{self, InitialList};
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let client = admin().await;
+    let ns = namespace(&client, "lists").await;
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    for i in 0..3 {
+        api.create(&PostParams::default(), &cluster_scan(&format!("scan-{i}")))
+            .await
+            .expect("create");
+    }
+    let (wc, streaming) = lists::config(&client, &api, InitialList::Auto).await;
+    let expected = std::env::var("HSS_EXPECT_STREAMING").is_ok_and(|v| v == "1");
+    assert_eq!(
+        streaming, expected,
+        "streaming lists: chosen {streaming}, expected {expected} (HSS_EXPECT_STREAMING)"
+    );
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, wc).default_backoff().reflect(writer);
+    let drive = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    tokio::time::timeout(Duration::from_secs(20), reader.wait_until_ready())
+        .await
+        .expect("first state within 20 s")
+        .expect("store ready");
+    assert_eq!(
+        reader.state().len(),
+        3,
+        "every object is in the first state"
+    );
+    drive.abort();
+}
+
 /// Events are counted, not written per repeat: 50 occurrences of one reason make one Event,
 /// whose series count is written by the next flush; an Event the server lost is created anew.
 #[tokio::test]
