@@ -16,8 +16,8 @@
 //!   repeats, however often it repeats. A repeat that comes [`REFRESH`] after the last write is
 //!   written at once; the others every [`FLUSH_EVERY`] by [`Events::run`].
 //! - Publishing does not wait for the API server: writes are queued (up to 1,024; beyond that
-//!   publishing waits) and [`Events::run`] performs them, [`WRITERS`] at once, started in
-//!   the order they were published. A reconcile's slot goes to the next object, not to its Events, and
+//!   publishing waits) and [`Events::run`] performs them, four at once, started in the order
+//!   they were published. A reconcile's slot goes to the next object, not to its Events, and
 //!   in a burst Events take a bounded share of the API server's writes.
 //! - Memory: an Event is forgotten [`IDLE`] after its last occurrence (its count written
 //!   first); a repeat after that starts a new Event, as kube's Recorder does after 6 minutes.
