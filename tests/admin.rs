@@ -138,6 +138,7 @@ async fn metrics_expose_every_family_with_bounded_labels_only() {
         "hss_operator_tracked_tasks",
         "hss_operator_last_successful_poll_timestamp_seconds",
         "hss_operator_leader",
+        "hss_operator_submission_step_duration_seconds",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
@@ -168,6 +169,7 @@ async fn metrics_expose_every_family_with_bounded_labels_only() {
                 "api" => set(&metrics::API_LABELS),
                 "outcome" => set(&metrics::OUTCOMES),
                 "phase" => set(&metrics::PHASE_LABELS),
+                "step" => set(&metrics::SUBMISSION_STEPS),
                 "category" => set(&["server_error"]),
                 "le" => continue,
                 other => panic!("unexpected label {other} in {line}"),
