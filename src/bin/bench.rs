@@ -271,7 +271,7 @@ async fn submission_steps(http: &reqwest::Client, port: u16) -> Vec<(String, Str
             })
             .unwrap_or_else(|| "n/a".into())
     };
-    ["record", "lease", "post", "task_id"]
+    hss_operator::metrics::SUBMISSION_STEPS
         .into_iter()
         .filter_map(|step| {
             let (sum, count) = (value("sum", step)?, value("count", step)?);

@@ -327,11 +327,6 @@ impl Events {
         }
     }
 
-    /// Events remembered (for tests and the bench).
-    pub fn remembered(&self) -> usize {
-        self.tally().len()
-    }
-
     async fn perform(&self, job: Job) {
         match job {
             Job::Create {
@@ -341,7 +336,13 @@ impl Events {
                 note,
                 at,
             } => self.create(&namespace, &name, *regarding, &note, at).await,
-            Job::Series(w) => self.write(w).await,
+            Job::Series(Write::Series {
+                namespace,
+                name,
+                count,
+            }) => self.write(&namespace, &name, count).await,
+            // `Tally::due` and repeats only ever queue series writes.
+            Job::Series(Write::Create { .. }) => {}
         }
     }
 
@@ -376,15 +377,7 @@ impl Events {
         }
     }
 
-    async fn write(&self, w: Write) {
-        let Write::Series {
-            namespace,
-            name,
-            count,
-        } = w
-        else {
-            return;
-        };
+    async fn write(&self, namespace: &str, name: &str, count: i32) {
         // A merge patch of the series alone: the rest of an Event is immutable.
         let patch = serde_json::json!({
             "series": EventSeries {
@@ -392,13 +385,13 @@ impl Events {
                 last_observed_time: MicroTime(jiff::Timestamp::now()),
             }
         });
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => self.tally().gone(&namespace, &name),
+            Err(kube::Error::Api(e)) if e.code == 404 => self.tally().gone(namespace, name),
             Err(e) => tracing::warn!(error = %e, event = %name, "failed to write an Event's count"),
         }
     }
