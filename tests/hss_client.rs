@@ -1093,3 +1093,113 @@ async fn secrets_never_appear_in_the_clients_debug_output() {
     assert!(shown.contains("AK-visible"), "{shown}");
     assert!(shown.contains(PROJECT), "{shown}");
 }
+
+// ---------------------------------------------------------------- findings of one task
+
+/// HSS keeps findings per cluster: a cluster that joins the project after an all-cluster task
+/// was created, and is scanned by another task before this one's findings are read, is in the
+/// unfiltered listing. The all-cluster task's findings (`submit`'s read, with and without
+/// shared pages) are those of its own results' clusters only.
+#[tokio::test]
+async fn an_all_cluster_scan_reports_only_its_own_clusters_not_one_scanned_later() {
+    use hss_operator::crd::ClusterScanTaskSpec;
+    use hss_operator::findings::{self, Caches, Shared};
+    use std::collections::BTreeSet;
+
+    let sim = start(SimConfig {
+        finish_after: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client(&sim);
+    let mut all = all_clusters();
+    all.cluster_scan_info
+        .as_mut()
+        .expect("cluster scan")
+        .scan_type_list = vec![
+        ScanType::RiskAssessment,
+        ScanType::Benchmark,
+        ScanType::ClusterVul,
+    ];
+    let first = create(&client, &all).await.expect("create all-cluster");
+    let finished = |p: &ListTaskResourcesResponse| {
+        !p.cluster_scan_data_list.is_empty()
+            && p.cluster_scan_data_list
+                .iter()
+                .all(|r| r.scan_status == ScanStatus::Success)
+    };
+    let own = resources_when(&client, &first.task_id, finished).await;
+    let scanned: BTreeSet<String> = own
+        .cluster_scan_data_list
+        .iter()
+        .map(|r| r.cluster_id.clone())
+        .collect();
+
+    // Later clusters, scanned by another task before the first task's findings are read.
+    let later = ["x-1", "x-2", "x-3", "x-4"];
+    let mut other = specific_clusters(&later);
+    other
+        .cluster_scan_info
+        .as_mut()
+        .expect("cluster scan")
+        .scan_type_list = vec![
+        ScanType::RiskAssessment,
+        ScanType::Benchmark,
+        ScanType::ClusterVul,
+    ];
+    let second = create(&client, &other).await.expect("create specific");
+    resources_when(&client, &second.task_id, finished).await;
+    let listing = client
+        .list_cluster_reports(None, 0, 200)
+        .await
+        .expect("ListSecurityCheckClusterReports");
+    assert!(
+        listing
+            .data_list
+            .iter()
+            .any(|r| r.cluster_id.starts_with("x-")),
+        "precondition: the later clusters have rows in the unfiltered listing"
+    );
+
+    let spec: ClusterScanTaskSpec = serde_json::from_value(serde_json::json!({
+        "taskType": "cluster_scan",
+        "clusterScan": {"rangeType": "all_cluster",
+                        "scanTypes": ["risk_assessment", "benchmark", "cluster_vul"]},
+    }))
+    .expect("spec");
+    let none = BTreeSet::new();
+    let read = findings::gate::read(&client, &spec, &scanned, &BTreeSet::new(), &none)
+        .await
+        .expect("a cluster scan has findings to read")
+        .expect("findings");
+    let named: BTreeSet<String> = read.clusters.iter().map(|c| c.cluster_id.clone()).collect();
+    assert_eq!(named, scanned, "submit: only the task's own clusters");
+    assert_eq!(read.clusters_read as usize, scanned.len());
+
+    // The controller's path: shared pages, the scope its status gives.
+    let caches = Caches::default();
+    let shared = Shared {
+        caches: &caches,
+        not_before: jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60),
+    };
+    let own_clusters = findings::own_clusters(None, scanned.iter().map(String::as_str));
+    let read = findings::read(
+        &client,
+        &[
+            ScanType::RiskAssessment,
+            ScanType::Benchmark,
+            ScanType::ClusterVul,
+        ],
+        &own_clusters,
+        Some(shared),
+    )
+    .await
+    .expect("read");
+    assert!(
+        read.risks
+            .iter()
+            .all(|(_, r)| scanned.contains(&r.cluster_id))
+    );
+    assert!(read.reports.iter().all(|r| scanned.contains(&r.cluster_id)));
+    assert!(!read.reports.is_empty(), "the task's own rows are read");
+}

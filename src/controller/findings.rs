@@ -13,8 +13,8 @@ use kube::runtime::controller::Action;
 
 use super::{Context, Error, status, transitions};
 use crate::{
-    crd::{ClusterScanTask, Phase},
-    findings::{self, Scope},
+    crd::{ClusterScanTask, Phase, cluster_scan_task::ResourceResult},
+    findings,
     hss::{
         HssClient,
         model::{RangeType, TaskType},
@@ -60,14 +60,11 @@ pub fn wanted(obj: &ClusterScanTask, now: jiff::Timestamp) -> bool {
         && (tried.is_some() || !too_old)
 }
 
-/// The clusters the task covered, and the (cluster, scan type) pairs that failed in it. Pure.
-pub fn scope(obj: &ClusterScanTask) -> (Scope, BTreeSet<String>, BTreeSet<(String, String)>) {
-    let rows = obj
-        .status
-        .as_ref()
-        .map(|s| s.results.as_slice())
-        .unwrap_or_default();
-    let mut scanned: BTreeSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+/// The task's own clusters ([`findings::own_clusters`]), the (cluster, scan type) pairs that
+/// failed in it, and whether its recorded results were cut (more resources than status keeps).
+/// Pure.
+pub fn scope(obj: &ClusterScanTask) -> (BTreeSet<String>, BTreeSet<(String, String)>, bool) {
+    let rows = results(obj);
     let failed = rows
         .iter()
         .flat_map(|r| {
@@ -76,35 +73,58 @@ pub fn scope(obj: &ClusterScanTask) -> (Scope, BTreeSet<String>, BTreeSet<(Strin
                 .filter_map(|f| f.scan_type.clone().map(|t| (r.id.clone(), t)))
         })
         .collect();
-    let scope = match obj.spec.cluster_scan.as_ref() {
+    let requested: Option<BTreeSet<String>> = match obj.spec.cluster_scan.as_ref() {
         Some(c) if c.range_type == RangeType::SpecificCluster => {
-            let ids: BTreeSet<String> = c.cluster_ids.iter().flatten().cloned().collect();
-            scanned.extend(ids.iter().cloned());
-            Scope::Only(ids)
+            Some(c.cluster_ids.iter().flatten().cloned().collect())
         }
-        _ => Scope::All,
+        _ => None,
     };
-    (scope, scanned, failed)
+    let clusters = findings::own_clusters(requested.as_ref(), rows.iter().map(|r| r.id.as_str()));
+    (clusters, failed, results_cut(obj))
 }
 
-/// An iac_scan's files, and those whose scan failed in this task. Pure.
-pub fn files(obj: &ClusterScanTask) -> (BTreeSet<String>, BTreeSet<String>) {
-    let ids: BTreeSet<String> = obj
+/// An iac_scan's own files ([`findings::own_files`] and those that failed), the files whose
+/// findings to read, and whether its recorded results were cut. Pure.
+pub fn files(
+    obj: &ClusterScanTask,
+) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, bool) {
+    let requested: BTreeSet<String> = obj
         .spec
         .iac_scan
         .as_ref()
         .map(|i| i.file_ids.iter().cloned().collect())
         .unwrap_or_default();
-    let failed = obj
-        .status
-        .as_ref()
-        .map(|s| s.results.as_slice())
-        .unwrap_or_default()
+    let rows = results(obj);
+    let failed: BTreeSet<String> = rows
         .iter()
         .filter(|r| r.status == "failed")
         .map(|r| r.id.clone())
         .collect();
-    (ids, failed)
+    let ids: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r.id.clone())
+        .filter(|id| requested.contains(id))
+        .collect();
+    let wanted = findings::own_files(&requested, rows.iter().map(|r| r.id.as_str()), &failed);
+    (ids, failed, wanted, results_cut(obj))
+}
+
+fn results(obj: &ClusterScanTask) -> &[ResourceResult] {
+    obj.status
+        .as_ref()
+        .map(|s| s.results.as_slice())
+        .unwrap_or_default()
+}
+
+/// HSS counted more finished resources than status recorded.
+fn results_cut(obj: &ClusterScanTask) -> bool {
+    let Some(st) = obj.status.as_ref() else {
+        return false;
+    };
+    let counted = st.progress.as_ref().map_or(0, |p| {
+        p.succeeded.unwrap_or(0).max(0) + p.failed.unwrap_or(0).max(0)
+    });
+    counted > i64::try_from(st.results.len()).unwrap_or(i64::MAX)
 }
 
 /// Reads the findings and records them (status, Event, gauges).
@@ -132,17 +152,22 @@ pub(super) async fn read(
                 .as_ref()
                 .map(|c| c.scan_types.clone())
                 .unwrap_or_default();
-            let (scope, scanned, failed) = scope(&obj);
-            findings::read(hss, &scan_types, &scope, Some(shared))
+            let (clusters, failed, cut) = scope(&obj);
+            findings::read(hss, &scan_types, &clusters, Some(shared))
                 .await
-                .map(|read| findings::summarize(&read, &scanned, &failed, jiff::Timestamp::now()))
+                .map(|mut read| {
+                    read.incomplete |= cut;
+                    findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now())
+                })
         }
         TaskType::IacScan => {
-            let (ids, failed) = files(&obj);
-            let wanted: BTreeSet<String> = ids.difference(&failed).cloned().collect();
+            let (ids, failed, wanted, cut) = files(&obj);
             findings::read_files(hss, &wanted, Some(shared))
                 .await
-                .map(|read| findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now()))
+                .map(|mut read| {
+                    read.incomplete |= cut;
+                    findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now())
+                })
         }
     };
     let t = match summary {

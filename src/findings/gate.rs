@@ -6,15 +6,16 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use super::Scope;
 use crate::{
     crd::{ClusterScanTaskSpec, findings::Findings},
     hss::{HssClient, model::RangeType},
 };
 
 /// The findings of a finished scan of `spec`, read without shared pages: `scanned` are the
-/// resources the task reported, `failed_scans` its failed (cluster, scan type) pairs and
-/// `failed_files` its failed files. `None` for a spec with nothing to read.
+/// resources the task reported (all of them: `submit` pages through the results), `failed_scans`
+/// its failed (cluster, scan type) pairs and `failed_files` its failed files. Only the findings
+/// of the task's own resources are read ([`super::own_clusters`], [`super::own_files`]).
+/// `None` for a spec with nothing to read.
 pub async fn read(
     client: &HssClient,
     spec: &ClusterScanTaskSpec,
@@ -24,22 +25,20 @@ pub async fn read(
 ) -> Option<Result<Findings, super::Error>> {
     let now = jiff::Timestamp::now();
     if let Some(scan) = spec.cluster_scan.as_ref() {
-        let scope = match scan.range_type {
+        let requested: Option<BTreeSet<String>> = match scan.range_type {
             RangeType::SpecificCluster => {
-                Scope::Only(scan.cluster_ids.iter().flatten().cloned().collect())
+                Some(scan.cluster_ids.iter().flatten().cloned().collect())
             }
-            RangeType::AllCluster => Scope::All,
+            RangeType::AllCluster => None,
         };
-        let mut scanned = scanned.clone();
-        if let Scope::Only(ids) = &scope {
-            scanned.extend(ids.iter().cloned());
-        }
-        let read = super::read(client, &scan.scan_types, &scope, None).await;
-        return Some(read.map(|r| super::summarize(&r, &scanned, failed_scans, now).findings));
+        let clusters = super::own_clusters(requested.as_ref(), scanned.iter().map(String::as_str));
+        let read = super::read(client, &scan.scan_types, &clusters, None).await;
+        return Some(read.map(|r| super::summarize(&r, &clusters, failed_scans, now).findings));
     }
     let iac = spec.iac_scan.as_ref()?;
-    let ids: BTreeSet<String> = iac.file_ids.iter().cloned().collect();
-    let wanted: BTreeSet<String> = ids.difference(failed_files).cloned().collect();
+    let requested: BTreeSet<String> = iac.file_ids.iter().cloned().collect();
+    let ids: BTreeSet<String> = requested.intersection(scanned).cloned().collect();
+    let wanted = super::own_files(&requested, scanned.iter().map(String::as_str), failed_files);
     let read = super::read_files(client, &wanted, None).await;
     Some(read.map(|r| super::summarize_files(&r, &ids, failed_files, now).findings))
 }

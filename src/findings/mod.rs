@@ -4,13 +4,16 @@
 //! # Protocol
 //! For each risk scan type of the task (risk_assessment, benchmark) ListClusterRisks, and for
 //! cluster_vul ListSecurityCheckClusterReports, each paged at 200 rows:
+//! for the clusters of the task's own results ([`own_clusters`]), whatever its range type:
+//! - none: no call;
 //! - one cluster: that cluster's rows only (`cluster_id` filter);
-//! - several clusters, or all: one unfiltered listing serves them all, unless its first page
-//!   shows that reading it whole takes more calls than one filtered listing per cluster, in
-//!   which case the rest is read per cluster. The rows of clusters the task did not scan, and
-//!   of (cluster, scan type) pairs whose scan failed in this task, are dropped.
+//! - several: one unfiltered listing serves them all, unless its first page shows that
+//!   reading it whole takes more calls than one filtered listing per cluster, in which case the
+//!   rest is read per cluster. The rows of every other cluster (of the project, however it
+//!   came to have findings), and of (cluster, scan type) pairs whose scan failed in this task,
+//!   are dropped.
 //! - iac_scan: ListIacFileRisks per file (its rows do not name the file, so one listing cannot
-//!   serve several), for the files whose scan succeeded in this task.
+//!   serve several), for the files of the task's results whose scan succeeded ([`own_files`]).
 //!
 //! Guarantees: at most [`MAX_PAGES`] calls per API per read (past that the summary says
 //! `incomplete`); every call draws from the shared budget like every other HSS call; nothing
@@ -19,6 +22,11 @@
 //! Assumptions: HSS keeps the latest findings per cluster, not per task; read right after the
 //! task finished, they are this task's (a scan of the same cluster finishing in between would
 //! show instead). Risk levels other than high, medium, low and tips are not counted.
+//!
+//! Caveats: the controller knows a task's results from its status, which keeps at most
+//! [`crate::crd::cluster_scan_task::MAX_RESULTS`] of them (failed first); for a task over more
+//! resources the others' findings are not read and the summary says `incomplete`. `submit`
+//! pages through every result.
 //!
 //! Errors: [`Error::Hss`], with the HSS error's outcome deciding retry (the controller retries
 //! transient ones with backoff; a rejection, e.g. missing IAM permissions for the result APIs,
@@ -68,22 +76,36 @@ impl Error {
     }
 }
 
-/// Which clusters a task scanned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// range_type all_cluster: every cluster of the project.
-    All,
-    /// These cluster ids.
-    Only(BTreeSet<String>),
+/// The clusters whose findings are a task's own: those its results list and, for a
+/// specific_cluster scan (`requested`), asked for. Pure.
+///
+/// HSS keeps findings per cluster, not per task, and an unfiltered listing has the rows of
+/// every cluster of the project, among them clusters added after this task was created and
+/// scanned by another task. Only the task's own results say which clusters it scanned, so
+/// every read path (unfiltered, per cluster, shared pages, `submit`) keeps to this set.
+pub fn own_clusters<'a>(
+    requested: Option<&BTreeSet<String>>,
+    results: impl IntoIterator<Item = &'a str>,
+) -> BTreeSet<String> {
+    results
+        .into_iter()
+        .filter(|id| requested.is_none_or(|r| r.contains(*id)))
+        .map(str::to_owned)
+        .collect()
 }
 
-impl Scope {
-    pub fn contains(&self, id: &str) -> bool {
-        match self {
-            Scope::All => true,
-            Scope::Only(ids) => ids.contains(id),
-        }
-    }
+/// The IaC files whose findings are a task's own: asked for, in its results, and not failed.
+/// Pure.
+pub fn own_files<'a>(
+    requested: &BTreeSet<String>,
+    results: impl IntoIterator<Item = &'a str>,
+    failed: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    results
+        .into_iter()
+        .filter(|id| requested.contains(*id) && !failed.contains(*id))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What was read, before summarising.
@@ -159,18 +181,18 @@ fn page_key(
     )
 }
 
-/// Reads the findings of `scan_types` for `scope` (see the module's protocol), through
+/// Reads the findings of `scan_types` for `clusters` (see the module's protocol), through
 /// `shared` pages when given.
 pub async fn read(
     hss: &HssClient,
     scan_types: &[ScanType],
-    scope: &Scope,
+    clusters: &BTreeSet<String>,
     shared: Option<Shared<'_>>,
 ) -> Result<Read, Error> {
     let mut out = Read::default();
     let wanted: BTreeSet<ScanType> = scan_types.iter().copied().collect();
     for rt in wanted.iter().filter_map(|s| risk_type(*s)) {
-        let (rows, calls, cut) = read_rows(scope, |cluster, offset| async move {
+        let (rows, calls, cut) = read_rows(clusters, |cluster, offset| async move {
             let fetch = || hss.list_cluster_risks(rt, cluster.as_deref(), offset, MAX_PAGE);
             let page = match shared {
                 Some(s) => {
@@ -194,7 +216,7 @@ pub async fn read(
         out.incomplete |= cut;
     }
     if wanted.contains(&ScanType::ClusterVul) {
-        let (rows, calls, cut) = read_rows(scope, |cluster, offset| async move {
+        let (rows, calls, cut) = read_rows(clusters, |cluster, offset| async move {
             let fetch = || hss.list_cluster_reports(cluster.as_deref(), offset, MAX_PAGE);
             let page = match shared {
                 Some(s) => {
@@ -263,9 +285,12 @@ fn pages_for(total: i64) -> u64 {
         .div_ceil(u64::from(MAX_PAGE))
 }
 
-/// Pages through one listing for `scope`: returns the rows in scope, the pages read, and
-/// whether the listing was cut at [`MAX_PAGES`].
-async fn read_rows<T, F, Fut>(scope: &Scope, mut page: F) -> Result<(Vec<T>, u32, bool), hss::Error>
+/// Pages through one listing for `clusters`: returns their rows, the pages read, and whether
+/// the listing was cut at [`MAX_PAGES`].
+async fn read_rows<T, F, Fut>(
+    clusters: &BTreeSet<String>,
+    mut page: F,
+) -> Result<(Vec<T>, u32, bool), hss::Error>
 where
     T: Row,
     F: FnMut(Option<String>, u32) -> Fut,
@@ -273,39 +298,31 @@ where
 {
     let mut calls = 0u32;
     let mut rows = Vec::new();
-    let per_cluster: Vec<String> = match scope {
-        Scope::Only(ids) if ids.len() == 1 => ids.iter().cloned().collect(),
-        _ => {
-            let (total, first) = page(None, 0).await?;
-            calls += 1;
-            let cheaper_per_cluster = match scope {
-                Scope::Only(ids) => pages_for(total) > ids.len() as u64 + 1,
-                Scope::All => false,
-            };
-            if cheaper_per_cluster {
-                scope_ids(scope)
-            } else {
-                let mut got = first.len();
-                rows.extend(first.into_iter().filter(|r| scope.contains(r.cluster())));
-                let mut offset = MAX_PAGE;
-                while (got as i64) < total {
-                    if calls >= MAX_PAGES {
-                        return Ok((rows, calls, true));
-                    }
-                    let (_, more) = page(None, offset).await?;
-                    calls += 1;
-                    if more.is_empty() {
-                        break;
-                    }
-                    got += more.len();
-                    rows.extend(more.into_iter().filter(|r| scope.contains(r.cluster())));
-                    offset = offset.saturating_add(MAX_PAGE);
+    let ours = |r: &T| clusters.contains(r.cluster());
+    if clusters.len() > 1 {
+        let (total, first) = page(None, 0).await?;
+        calls += 1;
+        if pages_for(total) <= clusters.len() as u64 + 1 {
+            let mut got = first.len();
+            rows.extend(first.into_iter().filter(ours));
+            let mut offset = MAX_PAGE;
+            while (got as i64) < total {
+                if calls >= MAX_PAGES {
+                    return Ok((rows, calls, true));
                 }
-                return Ok((rows, calls, false));
+                let (_, more) = page(None, offset).await?;
+                calls += 1;
+                if more.is_empty() {
+                    break;
+                }
+                got += more.len();
+                rows.extend(more.into_iter().filter(ours));
+                offset = offset.saturating_add(MAX_PAGE);
             }
+            return Ok((rows, calls, false));
         }
-    };
-    for id in per_cluster {
+    }
+    for id in clusters {
         let mut offset = 0u32;
         loop {
             if calls >= MAX_PAGES {
@@ -322,13 +339,6 @@ where
         }
     }
     Ok((rows, calls, false))
-}
-
-fn scope_ids(scope: &Scope) -> Vec<String> {
-    match scope {
-        Scope::All => Vec::new(),
-        Scope::Only(ids) => ids.iter().cloned().collect(),
-    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ fn ids(n: usize) -> BTreeSet<String> {
 }
 
 async fn listing(
-    scope: &Scope,
+    scope: &BTreeSet<String>,
     rows: Vec<ClusterRisk>,
 ) -> (Vec<ClusterRisk>, Vec<Option<String>>, bool) {
     let page = serve(rows);
@@ -71,7 +71,7 @@ async fn one_cluster_is_read_with_its_filter_only() {
         risk("a", 0, RiskLevel::High, 1),
         risk("b", 1, RiskLevel::Low, 1),
     ];
-    let (got, calls, cut) = listing(&Scope::Only(["a".to_string()].into()), rows).await;
+    let (got, calls, cut) = listing(&["a".to_string()].into(), rows).await;
     assert_eq!(calls, vec![Some("a".to_string())]);
     assert_eq!(got.len(), 1);
     assert!(!cut);
@@ -84,7 +84,7 @@ async fn one_unfiltered_listing_serves_many_clusters_and_drops_the_others() {
         .iter()
         .flat_map(|c| (0..4).map(move |i| risk(c, i, RiskLevel::Medium, 2)))
         .collect();
-    let scope = Scope::Only(ids(30));
+    let scope = ids(30);
     let (got, calls, _) = listing(&scope, rows).await;
     assert_eq!(calls, vec![None], "one call for 30 clusters");
     assert_eq!(got.len(), 120);
@@ -98,7 +98,7 @@ async fn a_project_far_larger_than_the_task_is_read_per_cluster() {
         .iter()
         .flat_map(|c| (0..4).map(move |i| risk(c, i, RiskLevel::Low, 1)))
         .collect();
-    let scope = Scope::Only(ids(2));
+    let scope = ids(2);
     let (got, calls, cut) = listing(&scope, rows).await;
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert_eq!(calls[0], None);
@@ -112,17 +112,73 @@ async fn every_cluster_pages_through_and_stops_at_the_page_cap() {
         .iter()
         .flat_map(|c| (0..2).map(move |i| risk(c, i, RiskLevel::Tips, 1)))
         .collect();
-    let (got, calls, cut) = listing(&Scope::All, rows.clone()).await;
+    let (got, calls, cut) = listing(&ids(300), rows.clone()).await;
     assert_eq!((got.len(), calls.len(), cut), (600, 3, false));
 
     let many: Vec<ClusterRisk> = ids(3000)
         .iter()
         .flat_map(|c| (0..2).map(move |i| risk(c, i, RiskLevel::Tips, 1)))
         .collect();
-    let (got, calls, cut) = listing(&Scope::All, many).await;
+    let (got, calls, cut) = listing(&ids(3000), many).await;
     assert_eq!(calls.len() as u32, MAX_PAGES);
     assert_eq!(got.len(), (MAX_PAGES * MAX_PAGE) as usize);
     assert!(cut, "a cut listing is reported incomplete");
+}
+
+#[tokio::test]
+async fn no_cluster_of_the_task_means_no_call() {
+    let rows = vec![risk("a", 0, RiskLevel::High, 1)];
+    let (got, calls, cut) = listing(&BTreeSet::new(), rows).await;
+    assert!(got.is_empty() && calls.is_empty() && !cut);
+}
+
+/// An all-cluster task scanned a, b and c; cluster x joined the project later and another
+/// task scanned it before this one's findings were read. Its rows are in the unfiltered
+/// listing, and never in this task's findings.
+#[tokio::test]
+async fn an_all_cluster_scan_reads_only_the_clusters_of_its_own_results() {
+    let results = ["a", "b", "c"];
+    let own = own_clusters(None, results);
+    let rows: Vec<ClusterRisk> = ["a", "b", "c", "x"]
+        .iter()
+        .flat_map(|c| (0..3).map(move |i| risk(c, i, RiskLevel::High, 1)))
+        .collect();
+    let (got, calls, _) = listing(&own, rows).await;
+    assert_eq!(calls, vec![None], "one unfiltered page");
+    let clusters: BTreeSet<&str> = got.iter().map(|r| r.cluster_id.as_str()).collect();
+    assert_eq!(clusters, BTreeSet::from(["a", "b", "c"]));
+    let summary = summarize(
+        &Read {
+            risks: got
+                .into_iter()
+                .map(|r| (RiskType::RiskAssessment, r))
+                .collect(),
+            ..Read::default()
+        },
+        &own,
+        &BTreeSet::new(),
+        jiff::Timestamp::now(),
+    );
+    let named: Vec<&str> = summary
+        .clusters
+        .iter()
+        .map(|c| c.cluster_id.as_str())
+        .collect();
+    assert_eq!(named, ["a", "b", "c"]);
+
+    // A specific-cluster task: its results, and of them only what it asked for.
+    let asked: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+    assert_eq!(
+        own_clusters(Some(&asked), ["a", "b", "z"]),
+        asked,
+        "a result row the task never asked for is not its own"
+    );
+    let files: BTreeSet<String> = ["f1".to_string(), "f2".to_string(), "f3".to_string()].into();
+    let failed: BTreeSet<String> = ["f2".to_string()].into();
+    assert_eq!(
+        own_files(&files, ["f1", "f2", "g9"], &failed),
+        BTreeSet::from(["f1".to_string()])
+    );
 }
 
 #[test]

@@ -128,6 +128,27 @@ fn waiting_for_credentials_or_budget_writes_once_when_the_wait_starts() {
 }
 
 #[test]
+fn waiting_for_the_budget_is_a_normal_event_and_a_429_a_warning() {
+    let waiting = waiting_for_budget(&obj(PENDING), Duration::from_secs(1), at(0));
+    assert_eq!(reasons(&waiting), ["Throttled"]);
+    assert!(
+        !waiting.events[0].warning,
+        "the designed wait needs no person"
+    );
+    let recorded = {
+        let mut o = obj(PENDING);
+        o.status = Some(attempt(&o, "a1", at(0)));
+        o
+    };
+    let refused = post_failed(&recorded, &service_error(429, "APIGW.0308", Some(5)), at(1));
+    assert_eq!(reasons(&refused), ["Throttled"]);
+    assert!(
+        refused.events[0].warning,
+        "HSS refusing a call stays a Warning"
+    );
+}
+
+#[test]
 fn the_attempt_record_counts_the_attempt_and_ends_the_wait() {
     let throttled = waiting_for_budget(&obj(PENDING), Duration::from_secs(1), at(0));
     let mut o = obj(PENDING);
@@ -459,9 +480,13 @@ fn findings_refused_by_hss_are_recorded_once_and_not_retried_transient_ones_are(
         ]}),
     );
     assert!(crate::controller::findings::wanted(&done, at(0)));
-    let (scope, scanned, failed) = crate::controller::findings::scope(&done);
-    assert_eq!(scope, crate::findings::Scope::All);
-    assert_eq!(scanned.len(), 2);
+    let (clusters, failed, cut) = crate::controller::findings::scope(&done);
+    assert_eq!(
+        clusters,
+        ["c1".to_string(), "c2".to_string()].into(),
+        "the results' clusters"
+    );
+    assert!(!cut);
     assert_eq!(
         failed.into_iter().collect::<Vec<_>>(),
         vec![("c2".to_string(), "cluster_vul".to_string())]
