@@ -113,7 +113,7 @@ async fn repeated_events_are_one_event_with_a_count() {
         let recorder = recorder.clone();
         async move { recorder.run().await }
     });
-    let waiting = events::warning("Throttled", "Submit", "waiting for the budget");
+    let waiting = events::normal("Throttled", "Submit", "waiting for the budget");
     for _ in 0..50 {
         recorder.publish(&obj, &waiting).await;
     }

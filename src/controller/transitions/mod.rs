@@ -228,7 +228,8 @@ pub fn credentials_ready(obj: &ClusterScanTask, now: Timestamp) -> Option<Cluste
 
 /// Waiting for the CreateTask budget: `Throttled=True` once when the wait starts (the message
 /// does not change while it lasts, so later attempts write nothing), then a look again when a
-/// token frees.
+/// token frees. The Event is Normal: waiting is the designed path, not something a person must
+/// act on (a 429 from HSS, caused by another client of the account, stays a Warning).
 pub fn waiting_for_budget(obj: &ClusterScanTask, wait: Duration, now: Timestamp) -> Transition {
     let mut st = current(obj);
     st.phase.get_or_insert(Phase::Pending);
@@ -245,7 +246,7 @@ pub fn waiting_for_budget(obj: &ClusterScanTask, wait: Duration, now: Timestamp)
     Transition {
         status: st,
         events: if news {
-            vec![events::warning("Throttled", "Submit", message)]
+            vec![events::normal("Throttled", "Submit", message)]
         } else {
             vec![]
         },
