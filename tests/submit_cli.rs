@@ -500,3 +500,92 @@ async fn plain_http_is_refused_without_the_explicit_flag_and_nothing_is_sent() {
         "no call reached HSS"
     );
 }
+
+/// The samples run as they are against the demo's simulator: nothing to replace, only ids the
+/// simulator knows, and the placeholders of a real account in comments only.
+#[tokio::test]
+async fn every_scan_sample_runs_as_it_is_against_the_simulator() {
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/samples");
+    let sim = SimProcess::start(&[]);
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&samples).expect("deploy/samples") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read sample");
+        if !text.contains("kind: ClusterScanTask\n") {
+            continue;
+        }
+        let name = path.display().to_string();
+        let data: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(|l| l.split(" #").next().unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for placeholder in ["REPLACE", "PLACEHOLDER"] {
+            assert!(
+                !data.contains(placeholder),
+                "{name}: {placeholder} outside comments"
+            );
+        }
+        let manifest = Manifest::new(&text);
+        let run = submit(&wait_args(&manifest, &sim.url), SK).await;
+        assert_eq!(run.code, Some(0), "{name}: {run:?}");
+        let rows: Vec<&str> = run.lines()[1..]
+            .iter()
+            .take_while(|l| !l.starts_with("findings:"))
+            .copied()
+            .collect();
+        assert!(!rows.is_empty(), "{name}: results: {run:?}");
+        for row in rows {
+            let id = row.split('\t').next().unwrap_or_default();
+            assert!(
+                id.starts_with("cce-sim-") || id.starts_with("iac-sim-"),
+                "{name}: {id} is not an id of the simulator's"
+            );
+            assert!(row.contains("\tsuccess"), "{name}: {row}");
+        }
+        ran += 1;
+    }
+    assert_eq!(ran, 3, "the three ClusterScanTask samples ran");
+}
+
+/// A missing kubeconfig outside a cluster: kube's error names its cause inside its own
+/// message, and the line says each cause once.
+#[tokio::test]
+async fn run_without_a_kubeconfig_says_each_cause_once() {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args([
+        "run",
+        "--project-id",
+        PROJECT,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .env_clear()
+    .envs(base_env())
+    .env("KUBECONFIG", "/nonexistent/hss-operator/kubeconfig")
+    .env("HUAWEICLOUD_SDK_AK", AK)
+    .env("HUAWEICLOUD_SDK_SK", SK)
+    .stdin(Stdio::null())
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("run gave up within 30 s")
+        .expect("run ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("kubeconfig"))
+        .unwrap_or_else(|| panic!("no line about the kubeconfig: {stderr}"));
+    assert_eq!(
+        line.matches("failed to read kubeconfig").count(),
+        1,
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+}
