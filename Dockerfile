@@ -36,7 +36,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     target="$(uname -m)-unknown-linux-musl" \
     && rustup target add "${target}" \
     && export "CC_${target//-/_}=musl-gcc" CARGO_PROFILE_RELEASE_STRIP=symbols \
-    && cargo build --release --locked --target "${target}" --bin hss-operator \
+    && cargo build --release --locked --target "${target}" -p hss-operator --bin hss-operator \
     && install -D -m 0755 "target/${target}/release/hss-operator" /out/hss-operator \
     && if readelf -d /out/hss-operator | grep -q NEEDED; then echo "hss-operator is not static" >&2; exit 1; fi \
     && /out/hss-operator --version

@@ -8,15 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${KUBE_APISERVER_BIN:?set KUBE_APISERVER_BIN to the kube-apiserver to test against}"
-# Every test target that starts a control plane (tests/support's control_plane()).
-TARGETS=(controller install triggers leader lease rbac chaos claims tenant fleet findings credentials)
+# The test tiers of hss-operator that start a control plane (hss_testkit::cluster::control_plane).
+TARGETS=(apiserver install chaos)
 if [ -z "${ETCD_BIN:-}" ]; then
   ETCD_BIN=$(KUBE_APISERVER_BIN='' bash scripts/kube-apiserver.sh | sed -n 's/^ETCD_BIN=//p' | tail -n1)
 fi
 export KUBE_APISERVER_BIN ETCD_BIN
 args=()
 for t in "${TARGETS[@]}"; do
-  [ -f "tests/$t.rs" ] && args+=(--test "$t")
+  [ -f "crates/hss-operator/tests/$t/main.rs" ] && args+=(--test "$t")
 done
 echo "==> API-server tests on $("$KUBE_APISERVER_BIN" --version): ${TARGETS[*]}" >&2
-exec cargo test --locked --no-fail-fast "${args[@]}"
+exec cargo test --locked --no-fail-fast --workspace "${args[@]}"

@@ -49,7 +49,7 @@ PY=$(scripts/deploy-venv.sh)
 export HSS_OPERATOR_BIN=${HSS_OPERATOR_BIN:-$PWD/target/debug/hss-operator}
 if [ ! -x "$HSS_OPERATOR_BIN" ]; then
   step "cargo build (hss-operator, for its permission table)"
-  cargo build --locked --quiet --bin hss-operator
+  cargo build --locked --quiet --workspace --bin hss-operator
 fi
 checks=scripts/deploy/check.py
 

@@ -2,7 +2,7 @@
 # The operator end to end on this machine:
 #   - KUBECONFIG unset: starts a local control plane (etcd + kube-apiserver, built and cached
 #     on first use by scripts/kube-apiserver.sh); KUBECONFIG set: uses that cluster;
-#   - starts the HSS simulator and `hss-operator run`;
+#   - starts the HSS simulator (`hss-simulator`) and `hss-operator run`;
 #   - applies the samples and shows them progressing until every scan has finished;
 #   - cleans up what it started (the namespace it created, processes, the control plane).
 #
@@ -36,9 +36,10 @@ command -v kubectl >/dev/null || {
   exit 1
 }
 
-say "building hss-operator (release)"
-cargo build --release --locked --bin hss-operator
+say "building hss-operator and hss-simulator (release)"
+cargo build --release --locked -p hss-operator -p hss-simulator
 BIN="$ROOT/target/release/hss-operator"
+SIM="$ROOT/target/release/hss-simulator"
 
 if [ -z "${KUBECONFIG:-}" ]; then
   say "starting a local control plane (first run builds kube-apiserver: ~5 min)"
@@ -54,7 +55,7 @@ say "installing the CRDs"
 kubectl apply --validate=false -f crds/crds.yaml
 
 say "starting the HSS simulator"
-"$BIN" simulate-hss --listen 127.0.0.1:0 --credential AKDEMO:SKDEMO --project-id demo \
+"$SIM" --listen 127.0.0.1:0 --credential AKDEMO:SKDEMO --project-id demo \
   --run-after 5s --finish-after 20s --fail-cluster cce-sim-0003 >"$WORK/sim.out" 2>"$WORK/sim.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do
@@ -78,7 +79,7 @@ PIDS+=($!)
 
 say "applying the samples"
 # As they are: the samples name the simulator's clusters and leave region and project to the
-# operator (tests/submit_cli.rs runs each of them against the simulator).
+# operator (crates/hss-operator/tests/client/submit_cli.rs runs each of them against the simulator).
 for f in deploy/samples/cluster-scan-all.yaml deploy/samples/cluster-scan-specific.yaml deploy/samples/iac-scan.yaml; do
   kubectl -n "$NS" apply -f "$f"
 done

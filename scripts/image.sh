@@ -107,7 +107,7 @@ phase_done tools
 
 step "static binary ($TARGET, target/musl)"
 CC_x86_64_unknown_linux_musl=musl-gcc CARGO_PROFILE_RELEASE_STRIP=symbols \
-  CARGO_TARGET_DIR="$ROOT/target/musl" cargo build --release --locked --target "$TARGET" --bin hss-operator
+  CARGO_TARGET_DIR="$ROOT/target/musl" cargo build --release --locked --target "$TARGET" -p hss-operator --bin hss-operator
 if readelf -d "$BIN" | grep -q NEEDED || readelf -l "$BIN" | grep -q INTERP; then
   readelf -d -l "$BIN" >&2
   die "$BIN is not static"
@@ -177,13 +177,16 @@ echo "$got" >&2
 phase_done "smoke --version"
 
 step "smoke: a throw-away API server and the HSS simulator"
+# The simulator is not in the image: it runs on the host, from its own package.
+SIM=${HSS_SIMULATOR_BIN:-$ROOT/target/debug/hss-simulator}
+[ -x "$SIM" ] || cargo build --locked --quiet --workspace --bin hss-simulator
 CP=$OUT/control-plane
 bash scripts/control-plane.sh stop "$CP" >/dev/null 2>&1 || true # a killed earlier run's leftovers
 bash scripts/control-plane.sh start "$CP" >/dev/null
 KUBE_SERVER=$(sed -n 's/^KUBE_SERVER=//p' "$CP/env")
 ADMIN_TOKEN=$(sed -n 's/^ADMIN_TOKEN=//p' "$CP/env")
 rm -f "$OUT/simulator.log" # the background job truncates it only once it runs
-"$BIN" simulate-hss --listen 127.0.0.1:0 --credential AKDEMO:SKDEMO --project-id demo \
+"$SIM" --listen 127.0.0.1:0 --credential AKDEMO:SKDEMO --project-id demo \
   --finish-after 5s >"$OUT/simulator.log" 2>&1 &
 SIM_PID=$!
 deadline=$((SECONDS + 10))

@@ -41,14 +41,27 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import huaweicloudsdkhss,
 fi
 
 step "generated files are up to date"
-cargo build --locked --bins
-./target/debug/hss-operator crd | diff -u crds/crds.yaml - || { echo "crds/ is stale: run 'cargo run -- crd > crds/crds.yaml'" >&2; exit 1; }
+cargo build --locked --workspace --bins
+./target/debug/hss-operator crd | diff -u crds/crds.yaml - || { echo "crds/ is stale: run 'cargo run -p hss-operator -- crd > crds/crds.yaml'" >&2; exit 1; }
+
+step "crate boundaries: the HSS client has no Kubernetes, server or CLI crate in its tree"
+bad=$(cargo tree --locked -p hss-client -e normal,features --prefix none \
+  | grep -E '^(kube|k8s-openapi|axum|clap)[ -]|^hyper feature "server"' | sort -u || true)
+[ -z "$bad" ] || { echo "hss-client depends on: $bad" >&2; exit 1; }
+bad=$(cargo tree --locked -p hss-operator -e normal --prefix none | grep -E '^hss-simulator ' || true)
+[ -z "$bad" ] || { echo "the operator links the simulator" >&2; exit 1; }
+
+step "unit tests with HSS_* and HUAWEICLOUD_* set in the environment: none of them reads it"
+env HSS_ALLOW_INSECURE_ENDPOINTS=true HSS_ENDPOINT=http://127.0.0.1:1 HSS_REGION=xx-hostile-1 \
+  HUAWEICLOUD_SDK_AK=AKHOSTILE HUAWEICLOUD_SDK_SK=SKHOSTILE HUAWEICLOUD_SDK_PROJECT_ID=hostile \
+  HSS_LOG_FORMAT=json RUST_LOG=trace POD_NAME=hostile-pod \
+  cargo test --locked --workspace --lib --quiet
 
 step "deploy: Helm chart, manifests, samples, Dockerfile, cargo-deny"
 ./scripts/check-deploy.sh
 
 step "cargo test"
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 
 step "the container image: built from the Dockerfile and run as the chart runs the pod"
 if [ -z "${SKIP_IMAGE:-}" ]; then
@@ -58,7 +71,7 @@ else
 fi
 
 step "SDK conformance (pytest)"
-HSS_OPERATOR_BIN="$ROOT/target/debug/hss-operator" .venv/bin/python -m pytest -q tests/conformance
+HSS_SIMULATOR_BIN="$ROOT/target/debug/hss-simulator" .venv/bin/python -m pytest -q crates/hss-simulator/conformance
 
 disk; du -sh target >&2
 printf '\nall checks passed in %ss\n' "$(( $(date +%s) - start ))" >&2

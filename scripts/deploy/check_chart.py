@@ -176,7 +176,7 @@ BIN = os.environ.get("HSS_OPERATOR_BIN", "target/debug/hss-operator")
 
 def needed(container):
     """{namespace or None (cluster-wide): {(apiGroup, resource[/subresource]): verbs}}: the
-    operator's permission table (src/permissions.rs) for the rendered container's args and
+    operator's permission table (crates/hss-operator/src/permissions.rs) for the rendered container's args and
     literal env, printed by `hss-operator permissions` (the pod's downward-API fields resolved
     as the kubelet would; Secret values left out: they decide no permission). A need limited to
     one object by name is left out where an unnamed one in its namespace, or cluster-wide,

@@ -4,7 +4,7 @@
 
 Prints one JSON array: every object of the chart's templates, in file order, then NOTES.txt is
 left out. The chart's crds/ are not rendered (Helm installs them as they are); read them from
-deploy/helm/hss-operator/crds/. Used by tests/install.rs, which applies what this prints.
+deploy/helm/hss-operator/crds/. Used by crates/hss-operator/tests/install/main.rs, which applies what this prints.
 Run with the deploy venv's python (scripts/deploy-venv.sh prints its path).
 """
 import json

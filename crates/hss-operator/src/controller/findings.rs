@@ -1,0 +1,196 @@
+//! Reading a finished scan's findings (cluster_scan or iac_scan) into `status.findings`, once,
+//! after the task finished (see [`crate::findings`] for the protocol and its budget).
+//!
+//! Guarantees: the phase and `Complete` do not wait for the findings (a scan that finished is
+//! finished even when its findings cannot be read); `FindingsRead` says whether they were read,
+//! are still to be read (transient failure, retried with backoff) or cannot be (HSS refused the
+//! result APIs: recorded once, not retried).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+
+use super::{Context, Error, status, transitions};
+use crate::{
+    controller_runtime::conditions,
+    crd::{ClusterScanTask, Phase, cluster_scan_task::ResourceResult},
+    findings,
+};
+use hss_client::{
+    client::HssClient,
+    model::{RangeType, TaskType},
+};
+
+/// Reason of `FindingsRead=False` when HSS refused the result APIs (not retried).
+pub const REFUSED: &str = "FindingsRefused";
+
+/// A scan that finished longer ago than this, and whose findings were never tried, gets none:
+/// HSS keeps only the latest findings per cluster, so a late read would show a later scan's
+/// (and 10,000 objects that finished before an upgrade would cost 10,000 writes and Events).
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether `obj` has findings still to read at `now`. Pure.
+pub fn wanted(obj: &ClusterScanTask, now: jiff::Timestamp) -> bool {
+    let Some(st) = obj.status.as_ref() else {
+        return false;
+    };
+    let has_scope = match obj.spec.task_type {
+        TaskType::ClusterScan => obj
+            .spec
+            .cluster_scan
+            .as_ref()
+            .is_some_and(|c| !c.scan_types.is_empty()),
+        TaskType::IacScan => obj
+            .spec
+            .iac_scan
+            .as_ref()
+            .is_some_and(|i| !i.file_ids.is_empty()),
+    };
+    let tried = conditions::get(&st.conditions, status::FINDINGS_READ);
+    let too_old = st.finished_at.as_ref().is_some_and(|t| {
+        now.duration_since(t.0)
+            .try_into()
+            .is_ok_and(|age: std::time::Duration| age > MAX_AGE)
+    });
+    has_scope
+        && matches!(st.phase, Some(Phase::Succeeded | Phase::PartiallyFailed))
+        && st.findings.is_none()
+        && !tried.is_some_and(|c| c.status == "False" && c.reason == REFUSED)
+        && (tried.is_some() || !too_old)
+}
+
+/// The task's own clusters ([`findings::own_clusters`]), the (cluster, scan type) pairs that
+/// failed in it, and whether its recorded results were cut (more resources than status keeps).
+/// Pure.
+pub fn scope(obj: &ClusterScanTask) -> (BTreeSet<String>, BTreeSet<(String, String)>, bool) {
+    let rows = results(obj);
+    let failed = rows
+        .iter()
+        .flat_map(|r| {
+            r.failures
+                .iter()
+                .filter_map(|f| f.scan_type.clone().map(|t| (r.id.clone(), t)))
+        })
+        .collect();
+    let requested: Option<BTreeSet<String>> = match obj.spec.cluster_scan.as_ref() {
+        Some(c) if c.range_type == RangeType::SpecificCluster => {
+            Some(c.cluster_ids.iter().flatten().cloned().collect())
+        }
+        _ => None,
+    };
+    let clusters = findings::own_clusters(requested.as_ref(), rows.iter().map(|r| r.id.as_str()));
+    (clusters, failed, results_cut(obj))
+}
+
+/// An iac_scan's own files ([`findings::own_files`] and those that failed), the files whose
+/// findings to read, and whether its recorded results were cut. Pure.
+pub fn files(
+    obj: &ClusterScanTask,
+) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, bool) {
+    let requested: BTreeSet<String> = obj
+        .spec
+        .iac_scan
+        .as_ref()
+        .map(|i| i.file_ids.iter().cloned().collect())
+        .unwrap_or_default();
+    let rows = results(obj);
+    let failed: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.status == "failed")
+        .map(|r| r.id.clone())
+        .collect();
+    let ids: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r.id.clone())
+        .filter(|id| requested.contains(id))
+        .collect();
+    let wanted = findings::own_files(&requested, rows.iter().map(|r| r.id.as_str()), &failed);
+    (ids, failed, wanted, results_cut(obj))
+}
+
+fn results(obj: &ClusterScanTask) -> &[ResourceResult] {
+    obj.status
+        .as_ref()
+        .map(|s| s.results.as_slice())
+        .unwrap_or_default()
+}
+
+/// HSS counted more finished resources than status recorded.
+fn results_cut(obj: &ClusterScanTask) -> bool {
+    let Some(st) = obj.status.as_ref() else {
+        return false;
+    };
+    let counted = st.progress.as_ref().map_or(0, |p| {
+        p.succeeded.unwrap_or(0).max(0) + p.failed.unwrap_or(0).max(0)
+    });
+    counted > i64::try_from(st.results.len()).unwrap_or(i64::MAX)
+}
+
+/// Reads the findings and records them (status, Event, gauges).
+pub(super) async fn read(
+    obj: Arc<ClusterScanTask>,
+    ctx: &Context,
+    hss: &HssClient,
+) -> Result<Action, Error> {
+    // Pages fetched after this task was seen finished may serve it (and the objects that
+    // finished with it).
+    let not_before = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_ref())
+        .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let shared = findings::Shared {
+        caches: &ctx.findings,
+        not_before,
+    };
+    let summary = match obj.spec.task_type {
+        TaskType::ClusterScan => {
+            let scan_types = obj
+                .spec
+                .cluster_scan
+                .as_ref()
+                .map(|c| c.scan_types.clone())
+                .unwrap_or_default();
+            let (clusters, failed, cut) = scope(&obj);
+            findings::read(hss, &scan_types, &clusters, Some(shared))
+                .await
+                .map(|mut read| {
+                    read.incomplete |= cut;
+                    findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now())
+                })
+        }
+        TaskType::IacScan => {
+            let (ids, failed, wanted, cut) = files(&obj);
+            findings::read_files(hss, &wanted, Some(shared))
+                .await
+                .map(|mut read| {
+                    read.incomplete |= cut;
+                    findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now())
+                })
+        }
+    };
+    let t = match summary {
+        Ok(summary) => {
+            let now = jiff::Timestamp::now();
+            ctx.metrics
+                .findings
+                .record(&summary.clusters, now.as_millisecond());
+            ctx.metrics
+                .findings
+                .record_files(&summary.files, now.as_millisecond());
+            transitions::findings_read(&obj, summary.findings, now)
+        }
+        Err(e) => transitions::findings_unavailable(&obj, &e, jiff::Timestamp::now()),
+    };
+    Ok(ctx.commit(&obj, t).await?.1)
+}
+
+/// A final object's recorded findings back into the gauges (after a restart, say).
+pub(super) fn remember(obj: &ClusterScanTask, ctx: &Context) {
+    if let Some(f) = obj.status.as_ref().and_then(|s| s.findings.as_ref()) {
+        let at = f.read_at.0.as_millisecond();
+        ctx.metrics.findings.record(&f.clusters, at);
+        ctx.metrics.findings.record_files(&f.files, at);
+    }
+}

@@ -1,0 +1,191 @@
+//! Starting the ClusterScanTask controllers: one per watched scope, the shared poll routed to
+//! them, the gauges, the Events writer, and readiness once every cache has its first state.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        reflector::{self, ObjectRef},
+        watcher::watcher,
+    },
+};
+
+use super::{
+    Context, Error, Poller, Runtime, ScanArgs, credentials, error_policy, reconcile, status,
+};
+use crate::{
+    controller_runtime::{events, retry::FailureStreaks},
+    crd::{ClusterScanTask, Phase},
+    submission::claims,
+};
+
+/// Every few seconds: objects by phase, unresolved submissions, tracked tasks, last poll.
+async fn report_gauges(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticker.tick().await;
+        let mut counts: HashMap<Phase, i64> = HashMap::new();
+        for store in &ctx.stores {
+            for obj in store.state() {
+                *counts.entry(status::phase(&obj)).or_default() += 1;
+            }
+        }
+        let count = |phase| counts.get(&phase).copied().unwrap_or(0);
+        ctx.metrics.set_objects_by_phase(count);
+        ctx.metrics
+            .set_unresolved_submissions(count(Phase::Submitting));
+        ctx.metrics.set_tracked_tasks(ctx.poller.tracked() as i64);
+        ctx.metrics.hss.set_budget_rates(&ctx.budget.rates());
+        if let Some(at) = ctx.poller.last_success() {
+            ctx.metrics.poll_succeeded(at);
+        }
+    }
+}
+
+/// Runs the ClusterScanTask controllers (one per scope: a watched namespace, or `None` for
+/// all), the shared poller and the metrics gauges until `shutdown` resolves. Readiness turns
+/// true once every cache has its first state.
+pub async fn run(
+    args: ScanArgs,
+    scopes: Vec<Option<String>>,
+    kube: Client,
+    runtime: Runtime,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let fail_points = runtime.fail_points.clone();
+    let (poller, poll_triggers) = Poller::new(args.poll_interval, args.task_lost_after);
+    let budget = args.hss.budget();
+    // The configured endpoint and the transport (timeout, CA bundle) are checked once, here:
+    // a bad one stops the start instead of failing every object, or being left out.
+    args.hss.validate().map_err(Error::Config)?;
+    let http = args.hss.http_client().map_err(Error::Config)?;
+    let own = credentials::own_credentials(&args, &http).await;
+    // One unpaged list from the API server's watch cache (paging, kube's default of 500,
+    // turns off the cache and reads etcd page by page, about 4x slower for 10,000 objects),
+    // or a streaming list where the server has it: no full-list body in memory.
+    let probe_scope: Api<ClusterScanTask> = match scopes.first() {
+        Some(Some(ns)) => Api::namespaced(kube.clone(), ns),
+        _ => Api::all(kube.clone()),
+    };
+    let (wc, streaming) =
+        crate::controller_runtime::lists::config(&kube, &probe_scope, args.initial_list).await;
+    tracing::info!(streaming, "reading the first list of ClusterScanTasks");
+    let controllers: Vec<(Option<String>, Controller<ClusterScanTask>)> = scopes
+        .into_iter()
+        .map(|ns| {
+            let api: Api<ClusterScanTask> = match &ns {
+                Some(ns) => Api::namespaced(kube.clone(), ns),
+                None => Api::all(kube.clone()),
+            };
+            // The cache keeps what reconcile reads; managedFields and kubectl's
+            // last-applied copy are about half of each object and are never read.
+            let (reader, writer) = reflector::store();
+            let stream = watcher(api, wc.clone())
+                .default_backoff()
+                .modify(|o: &mut ClusterScanTask| {
+                    o.managed_fields_mut().clear();
+                    o.annotations_mut()
+                        .remove("kubectl.kubernetes.io/last-applied-configuration");
+                })
+                .reflect(writer)
+                .applied_objects();
+            (ns, Controller::for_stream(stream, reader))
+        })
+        .collect();
+    // Claims on deleted objects' tasks recorded by earlier processes, before any lookup.
+    let ledger = crate::submission::Ledger::new(
+        args.claims_configmap
+            .as_ref()
+            .map(|r| claims::ClaimStore::new(kube.clone(), &r.namespace, &r.name)),
+    );
+    let loaded = ledger.load().await.map_err(Error::Claims)?;
+    tracing::info!(
+        claims = loaded,
+        persistent = args.claims_configmap.is_some(),
+        "loaded the claims on deleted objects' tasks"
+    );
+    let ctx = Arc::new(Context {
+        kube: kube.clone(),
+        events: events::Events::new(kube.clone()),
+        poller: poller.clone(),
+        args,
+        budget,
+        http,
+        own,
+        clients: Mutex::default(),
+        stores: controllers.iter().map(|(_, c)| c.store()).collect(),
+        ledger,
+        fail_points,
+        failures: FailureStreaks::default(),
+        metrics: runtime.metrics.clone(),
+        leadership: runtime.leadership.clone(),
+        findings: Default::default(),
+        superseded: Default::default(),
+    });
+
+    // The poller's triggers go to the controller of the object's namespace.
+    let mut routes: HashMap<
+        Option<String>,
+        futures::channel::mpsc::UnboundedSender<ObjectRef<ClusterScanTask>>,
+    > = HashMap::new();
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let mut runs = Vec::new();
+    for (ns, controller) in controllers {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        routes.insert(ns.clone(), tx);
+        let stop = shutdown.clone();
+        // No watch on Secrets: the operator reads the one an object names, when it reconciles
+        // it (get only), and looks again with backoff while it is missing or unusable.
+        let run = controller
+            .reconcile_on(rx)
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(ctx.args.concurrency),
+            )
+            .graceful_shutdown_on(stop)
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                    Err(e) => tracing::debug!(error = %e, "reconcile error"),
+                }
+            });
+        runs.push(run);
+    }
+    let router = poll_triggers.for_each(move |obj: ObjectRef<ClusterScanTask>| {
+        let route = routes.get(&obj.namespace).or_else(|| routes.get(&None));
+        if let Some(tx) = route {
+            let _ = tx.unbounded_send(obj);
+        }
+        futures::future::ready(())
+    });
+    let stores = ctx.stores.clone();
+    let readiness = runtime.readiness.clone();
+    let synced = async move {
+        for store in &stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        readiness.set_synced();
+        futures::future::pending::<()>().await
+    };
+    let gauges = report_gauges(ctx.clone());
+    // One future: everything ends with the controllers, and dropping this future (a crash in
+    // tests, a lost lease) stops everything at once.
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        _ = poller.run(futures::future::pending::<()>()) => {}
+        _ = router => {}
+        _ = synced => {}
+        _ = gauges => {}
+        _ = ctx.events.run() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! The Kubernetes controller runtime below both controllers (ClusterScanTask and
+//! ClusterScanTrigger) and the process, what Go's controller-runtime would hold, so that each
+//! rule the API server, the kubelet or the operator's users rely on is written once:
+//!
+//! - [`conditions`]: setting a condition, given `now`, with one rule for messages;
+//! - [`status`]: the status writer, always server-side apply with the one field manager and a
+//!   resourceVersion precondition;
+//! - [`events`]: Events counted per object and reason at bounded writes, builders, reasons;
+//! - [`finalizers`]: a missing finalizer added in the reconcile that needs it;
+//! - [`superseded`]: cached copies this process's own writes replaced, not acted on;
+//! - [`retry`]: backoff and the failure-streak error policy;
+//! - [`lists`]: how the first list is read (streamed where the server can);
+//! - [`lease`]: leader election on a `coordination.k8s.io` Lease;
+//! - [`admin`]: the health probes and the metrics endpoint.
+
+pub mod admin;
+pub mod conditions;
+pub mod events;
+pub mod finalizers;
+pub mod lease;
+pub mod lists;
+pub mod retry;
+pub mod status;
+pub mod superseded;
+
+/// The field manager of everything the operator writes (status, Leases, runs).
+pub const FIELD_MANAGER: &str = "hss-operator";

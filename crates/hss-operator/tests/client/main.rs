@@ -1,0 +1,10 @@
+//! Tier 1, no Kubernetes: the HSS client, the simulator, `submit` and the admin server, over
+//! real loopback HTTP (and the property tests on hostile input). One test binary: `cargo test
+//! -p hss-operator --test client`.
+
+mod admin;
+mod credential_sources;
+mod fuzz;
+mod over_http;
+mod simulator;
+mod submit_cli;
