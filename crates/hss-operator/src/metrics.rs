@@ -19,7 +19,7 @@
 //! | `hss_operator_unresolved_submissions` | gauge | | [`controller::metrics`] |
 //! | `hss_operator_tracked_tasks` | gauge | | [`controller::metrics`] |
 //! | `hss_operator_last_successful_poll_timestamp_seconds` | gauge | | [`controller::metrics`] (the process start until the first success) |
-//! | `hss_operator_leader` | gauge | | [`lease`](crate::controller_runtime::lease::LeaderMetrics) |
+//! | `hss_operator_leader` | gauge | | [`admin`](crate::controller_runtime::admin::LeaderMetrics), beside readiness |
 //!
 //! The findings gauges (`hss_operator_findings`, `hss_operator_cluster_check_findings`,
 //! `hss_operator_iac_findings`, `hss_operator_cluster_last_scan_timestamp_seconds`) are
@@ -47,7 +47,7 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
-use crate::{controller::metrics::ControllerMetrics, controller_runtime::lease::LeaderMetrics};
+use crate::{controller::metrics::ControllerMetrics, controller_runtime::admin::LeaderMetrics};
 
 #[cfg(doc)]
 use crate::{controller::metrics::SubmissionStep, crd::Phase, hss_metrics::CallOutcome};

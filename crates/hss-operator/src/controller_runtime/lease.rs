@@ -585,28 +585,6 @@ impl Leadership {
     }
 }
 
-/// The `hss_operator_leader` gauge: 1 while this replica holds the leader lease (or leader
-/// election is off), else 0. `operator::run` sets it as the controllers start and stop.
-#[derive(Debug, Default)]
-pub struct LeaderMetrics {
-    leader: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl LeaderMetrics {
-    /// Registers the gauge in `registry` (whose prefix is `hss_operator`).
-    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease (or leader election is off), else 0",
-            self.leader.clone(),
-        );
-    }
-
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.set(i64::from(leader));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
