@@ -15,8 +15,11 @@ use kube::Client;
 
 use crate::{
     controller::{self, Runtime, ScanArgs, fail_points::FailPoints},
-    controller_runtime::admin::Readiness,
-    controller_runtime::lease::{Leadership, LeaseConfig},
+    controller_runtime::{
+        admin::Readiness,
+        events,
+        lease::{Leadership, LeaseConfig},
+    },
     metrics::Metrics,
     permissions, triggers,
 };
@@ -45,6 +48,12 @@ pub struct RunArgs {
     /// Name of the Lease used for leader election.
     #[arg(long, env = "HSS_LEASE_NAME", default_value = "hss-operator")]
     pub lease_name: String,
+
+    /// This replica's name (the chart sets it to the pod's name): the leader-election identity
+    /// and the reporting instance of its Events. Default: HOSTNAME-PID as the identity,
+    /// `hss-operator` as the instance.
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
 
     /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else "default").
     #[arg(long, env = "POD_NAMESPACE")]
@@ -168,8 +177,10 @@ pub async fn run_controllers(
     let triggers = futures::future::join_all(trigger_scopes.into_iter().map(|ns| {
         let stop = shutdown.clone();
         let kube = kube.clone();
+        let instance = runtime.instance.clone();
         async move {
-            if let Err(e) = triggers::run(kube, ns, triggers::Clock::system(), stop).await {
+            if let Err(e) = triggers::run(kube, ns, triggers::Clock::system(), instance, stop).await
+            {
                 tracing::error!(category = e.category(), error = %crate::report_error(&e), "trigger controller stopped");
             }
         }
@@ -207,8 +218,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let lease_namespace = args.lease_namespace();
     preflight(&kube, &args.required_permissions()).await?;
     let leadership = if args.leader_election {
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let identity = args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
         let mut config =
             LeaseConfig::new(lease_namespace.clone(), args.lease_name.clone(), identity);
         config.duration = args.lease_duration;
@@ -220,6 +233,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let runtime = Runtime {
         fail_points: FailPoints::default(),
+        instance: args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| events::REPORTER.to_string()),
         metrics: metrics.controller.clone(),
         readiness: readiness.clone(),
         leadership: leadership.clone(),

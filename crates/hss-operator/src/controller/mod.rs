@@ -191,6 +191,8 @@ pub struct Context {
 #[derive(Clone)]
 pub struct Runtime {
     pub fail_points: FailPoints,
+    /// The reporting instance of the Events (the pod's name, `--pod-name`).
+    pub instance: String,
     pub metrics: Arc<metrics::ControllerMetrics>,
     pub readiness: Readiness,
     pub leadership: Leadership,
@@ -201,6 +203,7 @@ impl Runtime {
     pub fn standalone(fail_points: FailPoints) -> Self {
         Self {
             fail_points,
+            instance: events::REPORTER.to_string(),
             metrics: Arc::new(metrics::ControllerMetrics::new()),
             readiness: Readiness::default(),
             leadership: Leadership::always(),

@@ -113,7 +113,7 @@ pub async fn run(
     );
     let ctx = Arc::new(Context {
         kube: kube.clone(),
-        events: events::Events::new(kube.clone()),
+        events: events::Events::new(kube.clone(), runtime.instance.clone()),
         poller: poller.clone(),
         args,
         budget,

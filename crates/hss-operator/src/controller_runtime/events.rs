@@ -246,12 +246,12 @@ enum Job {
 }
 
 impl Events {
-    /// Reporter [`REPORTER`], instance the pod's name (`POD_NAME`) when set.
-    pub fn new(client: Client) -> Self {
+    /// Reporter [`REPORTER`], reporting instance `instance` (the pod's name, or [`REPORTER`]).
+    pub fn new(client: Client, instance: String) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUED);
         Self {
             client,
-            instance: std::env::var("POD_NAME").unwrap_or_else(|_| REPORTER.to_string()),
+            instance,
             tally: Mutex::default(),
             queue,
             jobs: Mutex::new(Some(jobs)),

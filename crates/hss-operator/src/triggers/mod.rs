@@ -228,6 +228,7 @@ pub async fn run(
     kube: Client,
     namespace: Option<String>,
     clock: Clock,
+    instance: String,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let (triggers, tasks): (Api<ClusterScanTrigger>, Api<ClusterScanTask>) = match &namespace {
@@ -253,7 +254,7 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         kube: kube.clone(),
-        events: events::Events::new(kube.clone()),
+        events: events::Events::new(kube.clone(), instance),
         clock: clock.clone(),
         runs,
         nodes,

@@ -108,7 +108,7 @@ async fn repeated_events_are_one_event_with_a_count() {
         .create(&PostParams::default(), &cluster_scan("scan-e"))
         .await
         .expect("create");
-    let recorder = Arc::new(Events::new(client.clone()));
+    let recorder = Arc::new(Events::new(client.clone(), "hss-operator".into()));
     let writer = tokio::spawn({
         let recorder = recorder.clone();
         async move { recorder.run().await }

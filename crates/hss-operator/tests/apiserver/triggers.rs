@@ -35,8 +35,14 @@ impl Triggers {
             let _ = rx.await;
         };
         let task = tokio::spawn(
-            triggers::run(client.clone(), Some(ns.to_string()), clock, shutdown)
-                .map(|r| r.expect("the trigger controller runs")),
+            triggers::run(
+                client.clone(),
+                Some(ns.to_string()),
+                clock,
+                "hss-operator".into(),
+                shutdown,
+            )
+            .map(|r| r.expect("the trigger controller runs")),
         );
         Self {
             stop: Some(tx),
