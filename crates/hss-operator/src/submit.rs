@@ -209,6 +209,28 @@ pub struct Report {
     pub failed_scans: BTreeSet<(String, String)>,
 }
 
+impl Report {
+    /// A task just created (or found by lookup), not yet followed.
+    fn created(
+        task_id: String,
+        task_type: TaskType,
+        resolution: &'static str,
+        attempts: u32,
+    ) -> Self {
+        Self {
+            task_id,
+            task_type,
+            resolution,
+            attempts,
+            task_status: None,
+            results: vec![],
+            findings: None,
+            findings_error: None,
+            failed_scans: BTreeSet::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultRow {
@@ -231,24 +253,20 @@ pub async fn create_once(
 ) -> Result<Report, Error> {
     // No other object can own a task here, and no claim outlives the process.
     let ledger = Ledger::new(None);
-    let mut attempts = 0u32;
+    let mut previous = 0u32;
     loop {
         let permit = client.acquire(Api::CreateTask).await;
-        let attempt = Attempt::new(attempts, jiff::Timestamp::now());
-        attempts = attempt.number;
+        let attempt = Attempt::new(previous, jiff::Timestamp::now());
+        let attempts = attempt.number;
+        previous = attempts;
         let err = match ledger.post(SCAN, client.create_task(permit, req)).await {
             Ok(resp) => {
-                return Ok(Report {
-                    task_id: resp.task_id,
-                    task_type: req.task_type,
-                    resolution: "response",
+                return Ok(Report::created(
+                    resp.task_id,
+                    req.task_type,
+                    "response",
                     attempts,
-                    task_status: None,
-                    results: vec![],
-                    findings: None,
-                    findings_error: None,
-                    failed_scans: BTreeSet::new(),
-                });
+                ));
             }
             Err(err) => err,
         };
@@ -263,17 +281,7 @@ pub async fn create_once(
             }
             AfterPost::Lookup => match resolve_ambiguous(client, &ledger, req, &attempt).await? {
                 Some(task_id) => {
-                    return Ok(Report {
-                        task_id,
-                        task_type: req.task_type,
-                        resolution: "lookup",
-                        attempts,
-                        task_status: None,
-                        results: vec![],
-                        findings: None,
-                        findings_error: None,
-                        failed_scans: BTreeSet::new(),
-                    });
+                    return Ok(Report::created(task_id, req.task_type, "lookup", attempts));
                 }
                 None if attempts >= max_attempts => return Err(Error::Unavailable(err)),
                 None => {}
