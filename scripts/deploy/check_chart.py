@@ -19,6 +19,11 @@ SCENARIOS = {
     "ha": {"replicaCount": 2},
     "metrics": {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}},
     "network-policy": {"networkPolicy": {"enabled": True}},
+    "tenancy-open": {"tenancy": {"mode": "open"}, "aggregatedRoles": False},
+    "team-policies": {"tenancy": {"releaseNamespacePolicy": False, "policies": [
+        {"name": "team-a", "spec": {"namespaceSelector": {"matchLabels": {"team": "a"}}, "clusterIds": ["c-a1", "c-a2"], "share": 2}},
+        {"name": "team-b", "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-b"}}, "iacScan": True, "fileIds": ["f-b1"], "maxUnfinished": 20}},
+    ]}},
     "watch-namespaces": {
         "watchNamespaces": ["team-a", "team-b"],
         "credentials": {"existingSecret": "hss-credentials", "mode": "reference"},
@@ -225,6 +230,42 @@ def expect_grants(where, got, want):
                 fail(where, f"{key[0] or 'core'}/{key[1]}: grants {sorted(got.get(key, []))}, expected {sorted(want.get(key, []))}")
 
 
+def check_aggregated(where, values, roles):
+    """view reads scans and triggers; edit/admin also write them; nobody gets their status."""
+    if bool(roles) != values.get("aggregatedRoles", True):
+        fail(where, "aggregated ClusterRoles do not follow aggregatedRoles")
+        return
+    if not roles:
+        return
+    kinds = {(GROUP, "clusterscantasks"), (GROUP, "clusterscantriggers")}
+    to = lambda r: {k[len(AGGREGATE):] for k, v in r["metadata"]["labels"].items() if k.startswith(AGGREGATE) and v == "true"}
+    want = {"view": {"get", "list", "watch"}, "edit": {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}}
+    want["admin"] = want["edit"]
+    for agg, verbs in want.items():
+        got = grants([r for r in roles if agg in to(r)])
+        if got != {k: verbs for k in kinds}:
+            fail(where, f"aggregate-to-{agg} grants {got}, expected {verbs} on {sorted(kinds)} only (no status)")
+
+
+def check_tenancy(where, values, by_kind, argv):
+    """--tenancy follows tenancy.mode; policy mode renders the release namespace's policy."""
+    tenancy = values.get("tenancy", {})
+    mode = tenancy.get("mode", "policy")
+    if argv.get("--tenancy") != mode:
+        fail(where, f"--tenancy is {argv.get('--tenancy')}, tenancy.mode is {mode}")
+    policies = {p["metadata"]["name"]: p for p in by_kind.get("ClusterScanPolicy", [])}
+    want = set()
+    if mode == "policy":
+        want = {p["name"] for p in tenancy.get("policies", [])}
+        if tenancy.get("releaseNamespacePolicy", True):
+            want.add(f"{RELEASE}-release-namespace")
+            home = policies.get(f"{RELEASE}-release-namespace")
+            if home and home["spec"]["namespaceSelector"] != {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}:
+                fail(where, "the release namespace's policy selects something else")
+    if set(policies) != want:
+        fail(where, f"ClusterScanPolicies {sorted(policies)}, expected {sorted(want)}")
+
+
 def subset(small, big):
     return all(big.get(k) == v for k, v in (small or {}).items())
 
@@ -240,7 +281,11 @@ def check_render(name, values, objs, notes):
                 fail(where, f"cluster-scoped {o['kind']}/{md['name']} has a namespace")
         elif not md.get("namespace"):
             fail(where, f"{o['kind']}/{md.get('name')} has no namespace")
-        if o["kind"] in PROM_KINDS:
+        if o["kind"] in OWN_KINDS:
+            from check_docs import crd_schemas, sample_errors
+            for e in sample_errors(o, crd_schemas()):
+                fail(where, f"{o['kind']}/{md.get('name')}: {e}")
+        elif o["kind"] in PROM_KINDS:
             try:
                 jsonschema.Draft202012Validator(PROM_SCHEMAS[o["kind"]]).validate(o)
             except jsonschema.ValidationError as e:
@@ -357,6 +402,13 @@ def check_render(name, values, objs, notes):
         fail(where, f"strategy {strategy} with leader election {'on' if leader else 'off'}")
     if dep["spec"]["replicas"] > 1 and not leader:
         fail(where, "more than one replica without leader election")
+
+    # Aggregated roles are users', bound by Kubernetes' view/edit/admin, never the operator's.
+    aggregated = [r for r in by_kind.get("ClusterRole", [])
+                  if any(k.startswith(AGGREGATE) for k in r["metadata"].get("labels", {}))]
+    by_kind["ClusterRole"] = [r for r in by_kind.get("ClusterRole", []) if r not in aggregated]
+    check_aggregated(where, values, aggregated)
+    check_tenancy(where, values, by_kind, argv)
 
     # RBAC: exactly the documented grants, in the right places.
     roles = by_kind.get("Role", []) + by_kind.get("ClusterRole", [])

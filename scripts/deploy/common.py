@@ -12,7 +12,10 @@ RELEASE = NAMESPACE = "hss-operator"
 K8S_VERSIONS = ["1.25", "1.37"]  # the chart's kubeVersion minimum, and the newest schemas shipped
 GROUP = "hss.scanops.dev"
 PROM_KINDS = {"ServiceMonitor", "PrometheusRule"}
-CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResourceDefinition"}
+CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResourceDefinition", "ClusterScanPolicy"}
+# The operator's own kinds: checked against its CRDs (schema and CEL), not Kubernetes'.
+OWN_KINDS = {"ClusterScanTask", "ClusterScanTrigger", "ClusterScanPolicy"}
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
 SECRET_ENV = re.compile(r"^(HUAWEICLOUD_SDK_(AK|SK|SECURITY_TOKEN)|CLOUD_SDK_(AK|SK)|HUAWEICLOUD_OIDC_ID_TOKEN|HSS_AUTH_TOKEN)$")
 
 # A JSON-schema map of strings (labels, annotations).

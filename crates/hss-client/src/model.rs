@@ -43,6 +43,17 @@ pub enum ScanType {
     Benchmark,
 }
 
+impl ScanType {
+    /// The wire name: `cluster_vul`, `risk_assessment` or `benchmark`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterVul => "cluster_vul",
+            Self::RiskAssessment => "risk_assessment",
+            Self::Benchmark => "benchmark",
+        }
+    }
+}
+
 /// Which clusters a cluster scan covers.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,

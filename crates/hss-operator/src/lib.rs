@@ -31,6 +31,7 @@ pub mod permissions;
 pub mod submission;
 pub mod submit;
 pub mod telemetry;
+pub mod tenancy;
 pub mod triggers;
 
 /// Renders an error with its chain of causes: `a: b: c`. A cause whose text is already part of

@@ -33,6 +33,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub triggers: triggers::TriggerArgs,
 
+    #[command(flatten)]
+    pub tenancy: crate::tenancy::TenancyArgs,
+
     /// Watch only these namespaces (repeat the flag or separate with commas; default: all).
     #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
     pub namespaces: Vec<String>,
@@ -131,6 +134,7 @@ impl RunArgs {
             lease,
             claims: self.scans.claims_configmap.as_ref(),
             credentials: credentials.as_ref(),
+            policies: self.tenancy.mode == crate::tenancy::Mode::Policy,
         })
     }
 
@@ -169,6 +173,7 @@ pub async fn run_controllers(
         preflight(&kube, &args.permissions(false)).await?;
     }
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let (tenants, keep_tenants) = crate::tenancy::Tenants::start(kube.clone(), args.tenancy.mode);
     let trigger_scopes = if args.triggers.disable_triggers {
         vec![]
     } else {
@@ -185,7 +190,21 @@ pub async fn run_controllers(
             }
         }
     }));
-    let scans = controller::run(args.scans.clone(), args.scopes(), kube, runtime, shutdown);
+    let scans = controller::run(
+        args.scans.clone(),
+        args.scopes(),
+        kube,
+        runtime,
+        tenants,
+        shutdown,
+    );
+    // The tenancy caches run only beside the controllers: they end with them.
+    let scans = async move {
+        tokio::select! {
+            r = scans => r,
+            () = keep_tenants => Ok(()),
+        }
+    };
     let (scans, _) = futures::future::join(scans, triggers).await;
     scans.map_err(Error::Controller)
 }

@@ -118,6 +118,8 @@ pub struct Settings<'a> {
     pub claims: Option<&'a ObjectName>,
     /// The default credentials Secret (`--credentials-secret`).
     pub credentials: Option<&'a ObjectName>,
+    /// `--tenancy policy`: ClusterScanPolicies and Namespaces are read.
+    pub policies: bool,
 }
 
 /// What `run` needs with these settings. Pure.
@@ -131,6 +133,7 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         lease,
         claims,
         credentials,
+        policies,
     } = *settings;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -203,6 +206,30 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
     if triggers {
         for verb in ["list", "watch"] {
             needs.push(need(verb, "", "nodes", None, None));
+        }
+    }
+    if policies {
+        // Policies are cluster-scoped and only read; their status says what they select.
+        for verb in ["list", "watch"] {
+            needs.push(need(
+                verb,
+                "hss.scanops.dev",
+                "clusterscanpolicies",
+                None,
+                None,
+            ));
+        }
+        needs.push(need(
+            "patch",
+            "hss.scanops.dev",
+            "clusterscanpolicies",
+            Some("status"),
+            None,
+        ));
+        // Their labels decide which policies select a namespace; `get` for one the cache
+        // has not seen yet.
+        for verb in ["list", "watch", "get"] {
+            needs.push(need(verb, "", "namespaces", None, None));
         }
     }
     if let Some(secret) = credentials {

@@ -102,16 +102,42 @@ impl Context {
             .client_config(&overrides)
             .map_err(Error::Config)?;
         let operator = self.args.hss.client_config(&Overrides::default()).ok();
-        if let Err(refusal) = self
-            .args
-            .policy
-            .with(&self.args.hss)
-            .check(policy::Request {
-                own_secret: spec.credentials_secret_ref.is_some(),
-                config: &config,
-                operator: operator.as_ref(),
-            })
-        {
+        let own_secret = spec.credentials_secret_ref.is_some();
+        let mut rule = self.args.policy.with(&self.args.hss);
+        let granted: Vec<String>;
+        if !own_secret && self.tenants.mode() == crate::tenancy::Mode::Policy {
+            let ns = obj.namespace().unwrap_or_default();
+            let operator_project = operator.as_ref().map_or("", |o| o.project_id.as_str());
+            let grant = self
+                .tenants
+                .grant(&ns)
+                .await
+                .map_err(Error::Tenancy)?
+                .flatten();
+            if let Err(refusal) = crate::tenancy::grant::permits(
+                grant.as_ref(),
+                crate::tenancy::grant::Asked {
+                    namespace: &ns,
+                    spec,
+                    project: &config.project_id,
+                    operator_project,
+                },
+            ) {
+                return Ok(Err(Unusable::Refused(refusal)));
+            }
+            // The policies' projects replace --allowed-project for this namespace.
+            granted = grant
+                .into_iter()
+                .flat_map(|g| g.policies)
+                .flat_map(|(_, p)| p.projects)
+                .collect();
+            rule.projects = &granted;
+        }
+        if let Err(refusal) = rule.check(policy::Request {
+            own_secret,
+            config: &config,
+            operator: operator.as_ref(),
+        }) {
             return Ok(Err(Unusable::Refused(refusal)));
         }
         let Found {

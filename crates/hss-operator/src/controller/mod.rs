@@ -137,6 +137,8 @@ pub enum Error {
     Kube(#[source] kube::Error),
     #[error("failed to load the claims on deleted objects' tasks")]
     Claims(#[source] claims::Error),
+    #[error("failed to decide the tenancy of the object")]
+    Tenancy(#[source] crate::tenancy::Error),
 }
 
 impl Error {
@@ -155,6 +157,7 @@ impl Error {
             },
             Error::Kube(_) => "kube",
             Error::Claims(e) => e.category(),
+            Error::Tenancy(e) => e.category(),
         }
     }
 }
@@ -185,6 +188,8 @@ pub struct Context {
     pub findings: crate::findings::Caches,
     /// Cached copies this process's own writes replaced: not acted on.
     superseded: crate::controller_runtime::superseded::Superseded,
+    /// What each namespace may do with the operator's credentials.
+    pub tenants: crate::tenancy::Tenants,
 }
 
 /// What the process shares with this controller: metrics, readiness, leadership, test hooks.

@@ -57,6 +57,7 @@ pub async fn run(
     scopes: Vec<Option<String>>,
     kube: Client,
     runtime: Runtime,
+    tenants: crate::tenancy::Tenants,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let fail_points = runtime.fail_points.clone();
@@ -128,6 +129,7 @@ pub async fn run(
         leadership: runtime.leadership.clone(),
         findings: Default::default(),
         superseded: Default::default(),
+        tenants,
     });
 
     // The poller's triggers go to the controller of the object's namespace.
@@ -166,6 +168,7 @@ pub async fn run(
         futures::future::ready(())
     });
     let stores = ctx.stores.clone();
+    let tenants_ready = ctx.tenants.clone();
     let readiness = runtime.readiness.clone();
     let synced = async move {
         for store in &stores {
@@ -173,14 +176,21 @@ pub async fn run(
                 return;
             }
         }
+        tenants_ready.wait_until_ready().await;
         readiness.set_synced();
         futures::future::pending::<()>().await
     };
     let gauges = report_gauges(ctx.clone());
     // One future: everything ends with the controllers, and dropping this future (a crash in
     // tests, a lost lease) stops everything at once.
+    // No reconcile before the policies are known: a scan would be refused for want of them.
+    let tenants = ctx.tenants.clone();
+    let runs = async move {
+        tenants.wait_until_ready().await;
+        futures::future::join_all(runs).await
+    };
     tokio::select! {
-        _ = futures::future::join_all(runs) => {}
+        _ = runs => {}
         _ = poller.run(futures::future::pending::<()>()) => {}
         _ = router => {}
         _ = synced => {}

@@ -1,10 +1,12 @@
 //! Custom resources: their Rust types are the source of truth; `crds/` is generated from them
 //! (`hss-operator crd`) and CI fails when the two differ.
 
+pub mod cluster_scan_policy;
 pub mod cluster_scan_task;
 pub mod cluster_scan_trigger;
 pub mod findings;
 
+pub use cluster_scan_policy::{ClusterScanPolicy, ClusterScanPolicySpec, ClusterScanPolicyStatus};
 pub use cluster_scan_task::{
     ClusterScanTask, ClusterScanTaskSpec, ClusterScanTaskStatus, FINALIZER, Phase,
 };
@@ -31,7 +33,11 @@ impl Error {
 
 /// Every CRD this operator owns, as one multi-document YAML stream.
 pub fn crds_yaml() -> Result<String, Error> {
-    let crds = vec![ClusterScanTask::crd(), ClusterScanTrigger::crd()];
+    let crds = vec![
+        ClusterScanTask::crd(),
+        ClusterScanTrigger::crd(),
+        ClusterScanPolicy::crd(),
+    ];
     let mut out = String::new();
     for crd in &crds {
         let mut value = serde_json::to_value(crd).map_err(Error::Json)?;

@@ -5,11 +5,14 @@
 
 use std::sync::atomic::Ordering;
 
-use hss_operator::crd::{ClusterScanTask, Phase};
+use hss_operator::crd::{ClusterScanPolicy, ClusterScanTask, Phase};
 use hss_simulator::{Credential, SimConfig, Simulator};
 use hss_testkit::{cluster::*, identity::tenant, tls};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, api::PostParams};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
 
 fn failed_reason(o: &ClusterScanTask) -> Option<String> {
     condition(o, "Failed")
@@ -186,5 +189,222 @@ async fn a_tenant_cannot_aim_credentials_where_it_chooses_and_other_tenants_stil
         users(&partner),
         ["AKBOB"],
         "B's own key went only where B sent it"
+    );
+}
+
+/// A ClusterScanPolicy selecting one namespace by the name label the API server sets.
+async fn policy(admin: &Client, name: &str, ns: &str, grant: serde_json::Value) {
+    let mut spec = serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+    });
+    spec.as_object_mut()
+        .expect("spec")
+        .extend(grant.as_object().expect("grant").clone());
+    let obj: ClusterScanPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hss.scanops.dev/v1alpha1", "kind": "ClusterScanPolicy",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("policy");
+    Api::<ClusterScanPolicy>::all(admin.clone())
+        .patch(
+            name,
+            &PatchParams::apply("hss-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply the policy");
+}
+
+fn specific(name: &str, clusters: &[&str]) -> ClusterScanTask {
+    scan(
+        name,
+        serde_json::json!({"taskType": "cluster_scan", "clusterScan": {
+            "scanTypes": ["cluster_vul"], "rangeType": "specific_cluster", "clusterIds": clusters}}),
+    )
+}
+
+fn benchmark(name: &str, clusters: &[&str]) -> ClusterScanTask {
+    scan(
+        name,
+        serde_json::json!({"taskType": "cluster_scan", "clusterScan": {
+            "scanTypes": ["benchmark"], "rangeType": "specific_cluster", "clusterIds": clusters}}),
+    )
+}
+
+fn iac(name: &str, files: &[&str]) -> ClusterScanTask {
+    scan(
+        name,
+        serde_json::json!({"taskType": "iac_scan", "iacScan": {"fileType": "k8s_yaml", "fileIds": files}}),
+    )
+}
+
+#[tokio::test]
+async fn policies_keep_each_team_to_its_own_clusters_files_and_scan_types() {
+    let admin = admin().await;
+    let ns_a = namespace(&admin, "policy-a").await;
+    let ns_b = namespace(&admin, "policy-b").await;
+    let ns_c = namespace(&admin, "policy-none").await;
+    let (pol_a, pol_b) = (format!("{ns_a}-team"), format!("{ns_b}-team"));
+    policy(
+        &admin,
+        &pol_a,
+        &ns_a,
+        serde_json::json!({"clusterIds": ["cce-sim-0001"]}),
+    )
+    .await;
+    policy(
+        &admin,
+        &pol_b,
+        &ns_b,
+        serde_json::json!({"clusterIds": ["cce-sim-0002"], "scanTypes": ["cluster_vul"], "iacScan": true, "fileIds": ["iac-sim-deployment"]}),
+    )
+    .await;
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let watched = format!("{ns_b},{ns_c}");
+    let op = Operator::start(
+        admin.clone(),
+        run_args(
+            &sim.base_url(),
+            &ns_a,
+            &["--namespace", &watched, "--tenancy", "policy"],
+        ),
+        None,
+    );
+    let alice: Api<ClusterScanTask> = Api::namespaced(tenant(&admin, &ns_a).await, &ns_a);
+    let bob: Api<ClusterScanTask> = Api::namespaced(tenant(&admin, &ns_b).await, &ns_b);
+    let carol: Api<ClusterScanTask> = Api::namespaced(tenant(&admin, &ns_c).await, &ns_c);
+    let create = |api: &Api<ClusterScanTask>, obj: ClusterScanTask| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("create")
+        }
+    };
+    // Each attack, with what the refusal must name.
+    let attacks = [
+        (
+            &alice,
+            cluster_scan("every-cluster"),
+            "rangeType all_cluster",
+        ),
+        (
+            &alice,
+            specific("bobs-cluster", &["cce-sim-0002"]),
+            "cce-sim-0002",
+        ),
+        (
+            &alice,
+            iac("any-file", &["iac-sim-deployment"]),
+            "taskType iac_scan",
+        ),
+        (
+            &bob,
+            iac("alices-file", &["iac-sim-ingress"]),
+            "iac-sim-ingress",
+        ),
+        (&bob, benchmark("benchmark", &["cce-sim-0002"]), "benchmark"),
+        (
+            &carol,
+            specific("no-policy", &["cce-sim-0003"]),
+            "no ClusterScanPolicy selects",
+        ),
+    ];
+    for (api, obj, _) in &attacks {
+        create(api, obj.clone()).await;
+    }
+    create(&alice, specific("own", &["cce-sim-0001"])).await;
+    create(&bob, specific("own", &["cce-sim-0002"])).await;
+    create(&bob, iac("own-file", &["iac-sim-deployment"])).await;
+
+    for (api, obj, names) in &attacks {
+        let name = obj.metadata.name.as_deref().expect("name");
+        let admin_api: Api<ClusterScanTask> =
+            Api::namespaced(admin.clone(), api.namespace().expect("namespaced"));
+        let o = wait_for(&admin_api, name, 60, |o| phase(o) == Some(Phase::Failed)).await;
+        assert_eq!(failed_reason(&o).as_deref(), Some("NotPermitted"), "{name}");
+        let message = o
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed"))
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        assert!(message.contains(names), "{name}: {message}");
+        assert!(
+            o.status.as_ref().and_then(|s| s.task_id.as_ref()).is_none(),
+            "{name}: no task"
+        );
+    }
+    // Each team's own scans succeed, naming only its own clusters.
+    let admin_a: Api<ClusterScanTask> = Api::namespaced(admin.clone(), &ns_a);
+    let admin_b: Api<ClusterScanTask> = Api::namespaced(admin.clone(), &ns_b);
+    let clusters = |o: &ClusterScanTask| -> Vec<String> {
+        o.status
+            .iter()
+            .flat_map(|s| s.results.iter().map(|r| r.id.clone()))
+            .collect()
+    };
+    let own_a = wait_for(&admin_a, "own", 90, |o| phase(o) == Some(Phase::Succeeded)).await;
+    assert_eq!(clusters(&own_a), ["cce-sim-0001"]);
+    let own_b = wait_for(&admin_b, "own", 90, |o| phase(o) == Some(Phase::Succeeded)).await;
+    assert_eq!(clusters(&own_b), ["cce-sim-0002"]);
+    wait_for(&admin_b, "own-file", 90, |o| {
+        phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+
+    // The policy's status names what it selects; a change applies to the next scan.
+    let policies: Api<ClusterScanPolicy> = Api::all(admin.clone());
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            policies.clone(),
+            &pol_a,
+            |p: Option<&ClusterScanPolicy>| {
+                p.and_then(|p| p.status.as_ref())
+                    .is_some_and(|s| s.namespaces == [ns_a.clone()])
+            },
+        ),
+    )
+    .await
+    .expect("the policy's status lists its namespace")
+    .expect("watch");
+    policy(
+        &admin,
+        &pol_a,
+        &ns_a,
+        serde_json::json!({"clusterIds": ["cce-sim-0001", "cce-sim-0003"]}),
+    )
+    .await;
+    // The status is written from the same cache the decision reads: once it describes the new
+    // generation, the operator decides with it.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            policies.clone(),
+            &pol_a,
+            |p: Option<&ClusterScanPolicy>| {
+                p.is_some_and(|p| {
+                    p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
+                })
+            },
+        ),
+    )
+    .await
+    .expect("the operator sees the changed policy")
+    .expect("watch");
+    create(&alice, specific("newly-granted", &["cce-sim-0003"])).await;
+    let o = wait_for(&admin_a, "newly-granted", 90, |o| {
+        phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+    assert_eq!(clusters(&o), ["cce-sim-0003"]);
+    op.stop().await;
+    assert_eq!(
+        sim.created_tasks().len(),
+        4,
+        "HSS saw only the granted scans: A's own, B's own two, A's newly granted one"
     );
 }

@@ -427,10 +427,20 @@ async fn install(scenario: &str, values: Value, watched: &[&str], sim: SimConfig
         // The simulator speaks plain http.
         "extraArgs": ["--allow-insecure-endpoints"],
     });
-    merge(&mut all, values);
     if !watched_ns.is_empty() {
         all["watchNamespaces"] = json!(watched_ns);
+        // As an administrator grants teams: a ClusterScanPolicy naming their namespaces.
+        all["tenancy"] = json!({"policies": [{
+            "name": format!("{scenario}-watched"),
+            "spec": {
+                "namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "In", "values": watched_ns,
+                }]},
+                "allClusters": true,
+            },
+        }]});
     }
+    merge(&mut all, values);
     let release = Release::render(&format!("hss-operator-{scenario}"), &ns, &all);
     release.install(&admin).await;
     let kubeconfig = release.service_account_kubeconfig(&admin).await;
@@ -545,9 +555,38 @@ async fn single_replica(scenario: &str, values: Value, watched: &[&str]) -> (Ins
 async fn default_values_run_one_ready_replica_that_completes_a_scan_and_stops_on_sigterm() {
     let (inst, mut pod) = single_replica("default", json!({}), &[]).await;
     let ns = inst.release.namespace.clone();
+    assert!(
+        inst.release
+            .args()
+            .contains(&"--tenancy=policy".to_string())
+    );
+    // A namespace no ClusterScanPolicy selects may not use the operator's credentials.
+    let other = namespace(&inst.admin, "inst-default-nopolicy").await;
+    inst.create_scan(&other, "refused").await;
     inst.create_scan(&ns, "scan").await;
     let id = inst.await_succeeded(&ns, "scan").await;
-    assert_eq!(inst.task_ids(), [id], "exactly one HSS task");
+    let refused = wait_for(&inst.scans(&other), "refused", 60, |o| {
+        condition(o, "Failed").is_some_and(|(s, r)| s == "True" && r == "NotPermitted")
+    })
+    .await;
+    let failed = refused
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed"))
+        .expect("Failed condition");
+    assert!(
+        failed.message.contains("no ClusterScanPolicy selects"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        inst.task_ids(),
+        [id],
+        "exactly one HSS task: none for the refused scan"
+    );
+    inst.scans(&other)
+        .delete("refused", &Default::default())
+        .await
+        .expect("delete the refused scan");
     pod.assert_up();
     let took = pod.terminate(inst.release.grace()).await;
     println!("default: stopped {took:?} after SIGTERM");
@@ -581,13 +620,24 @@ async fn without_triggers_the_operator_needs_no_node_access_and_completes_a_scan
 #[tokio::test]
 async fn watched_namespaces_are_served_and_every_other_namespace_is_left_alone() {
     let (inst, mut pod) = single_replica("nsmode", json!({}), &["a", "b"]).await;
+    let cluster_wide = [
+        json!(["nodes"]),
+        json!(["clusterscanpolicies"]),
+        json!(["clusterscanpolicies/status"]),
+        json!(["namespaces"]),
+    ];
     assert!(
-        inst.release.of_kind("ClusterRole").all(|r| r["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|rule| rule["resources"] == json!(["nodes"]))),
-        "namespaced mode: nothing cluster-wide but the trigger controller's nodes"
+        inst.release
+            .of_kind("ClusterRole")
+            .filter(|r| r["metadata"]["labels"]
+                .as_object()
+                .is_none_or(|l| !l.keys().any(|k| k.contains("aggregate-to-"))))
+            .all(|r| r["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|rule| cluster_wide.contains(&rule["resources"]))),
+        "namespaced mode: nothing cluster-wide but the trigger controller's nodes and the policies"
     );
     let watched: Vec<String> = serde_json::from_value(
         inst.release
