@@ -232,7 +232,13 @@ impl Context {
             .iter()
             .flat_map(|store| store.state())
             .filter(|o| Self::uid(o) != me)
-            .filter_map(|o| o.status.as_ref()?.task_id.clone())
+            .filter_map(|o| {
+                let st = o.status.as_ref()?;
+                let id = st.task_id.as_deref()?;
+                self.ledger
+                    .trusts(&Self::uid(&o), id, st.task_id_seal.as_deref())
+                    .then(|| id.to_string())
+            })
             .collect()
     }
 
@@ -274,6 +280,15 @@ impl Context {
         t: transitions::Transition,
         step: Option<metrics::SubmissionStep>,
     ) -> Result<(ClusterScanTask, Action), Error> {
+        let mut t = t;
+        // Only a transition that learnt a task id (the POST's answer, a lookup, a checked
+        // adoption) changes it: that is the one the operator seals.
+        let before = obj.status.as_ref().and_then(|s| s.task_id.as_deref());
+        if let Some(id) = t.status.task_id.as_deref()
+            && before != Some(id)
+        {
+            t.status.task_id_seal = self.ledger.seal(&Self::uid(obj), id);
+        }
         let written = if obj.status.as_ref() == Some(&t.status) {
             obj.clone()
         } else {
@@ -376,6 +391,18 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
 
 async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
     let phase = status::phase(&obj);
+    // A task id the operator did not record (someone patched status) is never followed, nor
+    // its results read with the operator's credentials.
+    if let Some(st) = obj.status.as_ref()
+        && let Some(id) = st.task_id.as_deref()
+        && phase != Phase::Failed
+        && !ctx
+            .ledger
+            .trusts(&Context::uid(&obj), id, st.task_id_seal.as_deref())
+    {
+        let t = transitions::untrusted_task(&obj, jiff::Timestamp::now());
+        return Ok(ctx.commit(&obj, t).await?.1);
+    }
     if phase.is_final() {
         if let Some(id) = obj.status.as_ref().and_then(|s| s.task_id.as_deref()) {
             ctx.poller.untrack(id);

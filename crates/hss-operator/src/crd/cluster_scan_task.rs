@@ -228,7 +228,14 @@ pub struct ClusterScanTaskStatus {
 
     /// The HSS task id, written as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub task_id: Option<String>,
+
+    /// The operator's seal over the object and taskId (an HMAC with a key kept in the claims
+    /// ConfigMap): a taskId written by anyone else does not match it and is not followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub task_id_seal: Option<String>,
 
     /// When HSS accepted the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +255,7 @@ pub struct ClusterScanTaskStatus {
 
     /// Per-cluster (or per-file) results, at most 100 entries; failed ones first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub results: Vec<ResourceResult>,
 
     /// What the scan found (cluster_scan): counts by level, the worst risks, bounded. Read
@@ -268,6 +276,7 @@ pub struct ClusterScanTaskStatus {
     /// on every final phase (reason: the phase), so `kubectl wait --for=condition=Finished`
     /// ends on success and failure alike.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub conditions: Vec<Condition>,
 
     /// The generation the status was computed for.
@@ -339,11 +348,13 @@ pub struct Progress {
 #[serde(rename_all = "camelCase")]
 pub struct ResourceResult {
     /// Cluster id or file id.
+    #[schemars(length(max = 256))]
     pub id: String,
     /// Cluster or file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// scanning, success or failed.
+    #[schemars(length(max = 64))]
     pub status: String,
     /// Scan types that failed, with HSS's reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -43,6 +43,9 @@ pub const TTL: Duration = Duration::from_secs(30 * 60);
 pub const MAX_CLAIMS: usize = 2000;
 /// Writes retried on a conflict.
 const ATTEMPTS: usize = 5;
+/// The entry holding the key that seals the task ids the operator writes into status (a
+/// name no claim can have: claims' keys contain a dot).
+pub const SEAL_KEY: &str = "seal-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,6 +53,8 @@ pub enum Error {
     Read(#[source] kube::Error),
     #[error("failed to write the claims ConfigMap")]
     Write(#[source] kube::Error),
+    #[error("failed to create the seal key: the claims ConfigMap kept changing")]
+    SealRace,
 }
 
 impl Error {
@@ -57,7 +62,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Read(_) => "claims_read",
-            Error::Write(_) => "claims_write",
+            Error::Write(_) | Error::SealRace => "claims_write",
         }
     }
 }
@@ -114,8 +119,11 @@ fn merged(
         .collect();
     all.sort_by_key(|c| std::cmp::Reverse(c.expires));
     let mut out = BTreeMap::new();
+    if let Some(key) = data.get(SEAL_KEY) {
+        out.insert(SEAL_KEY.to_string(), key.clone());
+    }
     for c in all {
-        if out.len() >= MAX_CLAIMS {
+        if out.len() >= MAX_CLAIMS + usize::from(out.contains_key(SEAL_KEY)) {
             break;
         }
         if let Some(k) = c.key() {
@@ -123,6 +131,10 @@ fn merged(
         }
     }
     out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The ConfigMap that holds the claims.
@@ -157,6 +169,57 @@ impl ClaimStore {
             .collect())
     }
 
+    /// The key that seals task ids in status, created (random, 256 bits) on first use. Every
+    /// process of the operator reads the same one; the first to create it wins a race.
+    pub async fn seal_key(&self) -> Result<String, Error> {
+        for _ in 0..ATTEMPTS {
+            let current = self.api.get_opt(&self.name).await.map_err(Error::Read)?;
+            if let Some(key) = current
+                .as_ref()
+                .and_then(|cm| cm.data.as_ref()?.get(SEAL_KEY))
+            {
+                return Ok(key.clone());
+            }
+            let fresh: [u8; 32] = rand::random();
+            let key = hex(&fresh);
+            let result = match current {
+                Some(mut cm) => {
+                    cm.data
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(SEAL_KEY.to_string(), key.clone());
+                    self.api
+                        .replace(&self.name, &PostParams::default(), &cm)
+                        .await
+                }
+                None => {
+                    let cm = self.empty(BTreeMap::from([(SEAL_KEY.to_string(), key.clone())]));
+                    self.api.create(&PostParams::default(), &cm).await
+                }
+            };
+            match result {
+                Ok(_) => return Ok(key),
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(Error::Write(e)),
+            }
+        }
+        Err(Error::SealRace)
+    }
+
+    fn empty(&self, data: BTreeMap<String, String>) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "hss-operator".to_string(),
+                )])),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
     /// Adds `claims` (and prunes expired ones), creating the ConfigMap on first use.
     pub async fn record(&self, claims: &[Claim]) -> Result<(), Error> {
         if claims.iter().all(|c| c.key().is_none()) {
@@ -178,18 +241,7 @@ impl ClaimStore {
                         .await
                 }
                 None => {
-                    let cm = ConfigMap {
-                        metadata: ObjectMeta {
-                            name: Some(self.name.clone()),
-                            labels: Some(BTreeMap::from([(
-                                "app.kubernetes.io/managed-by".to_string(),
-                                "hss-operator".to_string(),
-                            )])),
-                            ..Default::default()
-                        },
-                        data: Some(merged(&BTreeMap::new(), claims, Timestamp::now())),
-                        ..Default::default()
-                    };
+                    let cm = self.empty(merged(&BTreeMap::new(), claims, Timestamp::now()));
                     self.api.create(&PostParams::default(), &cm).await
                 }
             };

@@ -25,6 +25,24 @@ pub struct Ledger {
     /// is not remembered yet is on its way.
     gate: tokio::sync::RwLock<()>,
     store: Option<ClaimStore>,
+    /// The key that seals task ids written into status (from the claims ConfigMap); unset
+    /// without one.
+    seal_key: std::sync::OnceLock<Vec<u8>>,
+}
+
+/// Bytes of the HMAC kept as the seal (192 bits).
+const SEAL_BYTES: usize = 24;
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    s.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
 }
 
 impl Ledger {
@@ -34,6 +52,7 @@ impl Ledger {
             deleted: Mutex::default(),
             gate: tokio::sync::RwLock::new(()),
             store,
+            seal_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -42,10 +61,50 @@ impl Ledger {
         let Some(store) = &self.store else {
             return Ok(0);
         };
+        let key = store.seal_key().await?;
+        let _ = self.seal_key.set(key.into_bytes());
         let loaded = store.load().await?;
         let n = loaded.len();
         lock(&self.deleted).extend(loaded);
         Ok(n)
+    }
+
+    /// The seal of `task_id` as the status of object `uid` (None without a claims ConfigMap,
+    /// whose key it needs).
+    pub fn seal(&self, uid: &str, task_id: &str) -> Option<String> {
+        use hmac::Mac;
+        let out = self.mac(uid, task_id)?.finalize().into_bytes();
+        Some(
+            out[..SEAL_BYTES]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    fn mac(&self, uid: &str, task_id: &str) -> Option<hmac::Hmac<sha2::Sha256>> {
+        use hmac::Mac;
+        let key = self.seal_key.get()?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
+        mac.update(format!("{uid}\n{task_id}").as_bytes());
+        Some(mac)
+    }
+
+    /// Whether the status's `task_id` of object `uid` is the operator's own: remembered by
+    /// this process, or sealed with the operator's key. Without a claims ConfigMap (no key
+    /// that survives a restart) a status from an earlier process is trusted as written.
+    pub fn trusts(&self, uid: &str, task_id: &str, seal: Option<&str>) -> bool {
+        if self.remembered(uid).as_deref() == Some(task_id) {
+            return true;
+        }
+        let Some(mac) = self.mac(uid, task_id) else {
+            return true;
+        };
+        let Some(got) = seal.and_then(unhex).filter(|b| b.len() == SEAL_BYTES) else {
+            return false;
+        };
+        // Constant time: a forger learns nothing from how long the comparison took.
+        hmac::Mac::verify_truncated_left(mac, &got).is_ok()
     }
 
     /// The task id this process knows for the object, if any.
@@ -144,4 +203,36 @@ impl Ledger {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_task_id_the_operator_sealed_for_that_object_is_trusted() {
+        let ledger = Ledger::new(None);
+        assert!(
+            ledger.trusts("uid-a", "t1", None),
+            "without a key that outlives the process, status is trusted as written"
+        );
+        ledger.seal_key.set(b"k".repeat(32)).expect("key");
+        let seal = ledger.seal("uid-a", "t1").expect("sealed");
+        assert_eq!(seal.len(), 48);
+        assert!(ledger.trusts("uid-a", "t1", Some(&seal)));
+        for (why, uid, task, seal) in [
+            ("no seal", "uid-a", "t1", None),
+            ("another task id", "uid-a", "t2", Some(seal.as_str())),
+            ("another object", "uid-b", "t1", Some(seal.as_str())),
+            ("a cut seal", "uid-a", "t1", Some(&seal[..40])),
+            ("not hex", "uid-a", "t1", Some("zz")),
+        ] {
+            assert!(!ledger.trusts(uid, task, seal), "{why}");
+        }
+        lock(&ledger.pending).insert("uid-c".into(), "t3".into());
+        assert!(
+            ledger.trusts("uid-c", "t3", None),
+            "what this process got from HSS"
+        );
+    }
 }

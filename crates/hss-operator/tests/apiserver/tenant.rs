@@ -408,3 +408,55 @@ async fn policies_keep_each_team_to_its_own_clusters_files_and_scan_types() {
         "HSS saw only the granted scans: A's own, B's own two, A's newly granted one"
     );
 }
+
+#[tokio::test]
+async fn a_task_id_written_into_status_by_anyone_but_the_operator_is_not_followed() {
+    let admin = admin().await;
+    let ns = namespace(&admin, "forged-status").await;
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let claims = format!("{ns}/hss-claims");
+    let op = Operator::start(
+        admin.clone(),
+        run_args(&sim.base_url(), &ns, &["--claims-configmap", &claims]),
+        None,
+    );
+    let api: Api<ClusterScanTask> = Api::namespaced(admin.clone(), &ns);
+    api.create(&PostParams::default(), &cluster_scan("victim"))
+        .await
+        .expect("create");
+    let victim = wait_for(&api, "victim", 60, |o| phase(o) == Some(Phase::Succeeded)).await;
+    let stolen = victim
+        .status
+        .as_ref()
+        .and_then(|s| s.task_id.clone())
+        .expect("task id");
+    assert!(
+        victim
+            .status
+            .as_ref()
+            .and_then(|s| s.task_id_seal.as_ref())
+            .is_some(),
+        "the operator seals the task ids it writes"
+    );
+    // Someone who may write status points an object at another object's task.
+    api.create(&PostParams::default(), &cluster_scan("thief"))
+        .await
+        .expect("create");
+    api.patch_status(
+        "thief",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"phase": "Submitted", "taskId": stolen}})),
+    )
+    .await
+    .expect("patch status");
+    let thief = wait_for(&api, "thief", 60, |o| phase(o) == Some(Phase::Failed)).await;
+    assert_eq!(failed_reason(&thief).as_deref(), Some("TaskIdNotRecorded"));
+    let st = thief.status.expect("status");
+    assert!(
+        st.findings.is_none() && st.results.is_empty(),
+        "nothing of the task is read: {st:?}"
+    );
+    op.stop().await;
+}

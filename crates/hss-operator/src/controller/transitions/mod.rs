@@ -350,6 +350,44 @@ pub fn post_failed(obj: &ClusterScanTask, err: &hss_client::Error, now: Timestam
     }
 }
 
+/// `status.taskId` was not written by the operator (its seal does not match): the object ends
+/// `Failed` (reason `TaskIdNotRecorded`) and the task is neither followed nor read.
+pub fn untrusted_task(obj: &ClusterScanTask, now: Timestamp) -> Transition {
+    let id = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.task_id.as_deref())
+        .unwrap_or_default();
+    let message = format!(
+        "status.taskId {id:?} was not recorded by the operator (status was changed by someone else); it is not followed. Delete this ClusterScanTask and create it again"
+    );
+    let mut st = current(obj);
+    st.phase = Some(Phase::Failed);
+    set(
+        &mut st,
+        obj,
+        status::FAILED,
+        true,
+        "TaskIdNotRecorded",
+        &message,
+        now,
+    );
+    set(
+        &mut st,
+        obj,
+        status::COMPLETE,
+        false,
+        "TaskIdNotRecorded",
+        &message,
+        now,
+    );
+    Transition {
+        status: st,
+        events: vec![events::warning("TaskIdNotRecorded", "Follow", &message)],
+        action: Action::await_change(),
+    }
+}
+
 /// The attempt's task is known: `Submitted` with the task id, followed by the shared poll.
 pub fn task_known(
     obj: &ClusterScanTask,
