@@ -1,11 +1,7 @@
 //! Starting the ClusterScanTask controllers: one per watched scope, the shared poll routed to
 //! them, the gauges, the Events writer, and readiness once every cache has its first state.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use kube::{
@@ -119,7 +115,7 @@ pub async fn run(
         budget,
         http,
         own,
-        clients: Mutex::default(),
+        clients: Default::default(),
         stores: controllers.iter().map(|(_, c)| c.store()).collect(),
         ledger,
         fail_points,
