@@ -75,6 +75,7 @@ async fn choose(
         &chain::Setup {
             env: &lookup,
             http: http_client(&config(sim)).expect("http"),
+            direct: http_client(&config(sim)).expect("http"),
             metadata_endpoint: metadata.into(),
             allow_insecure: true,
         },
