@@ -214,7 +214,7 @@ mod tests {
                 (format!("tenant.example.com/k{k}"), value.into())
             })
             .collect();
-        let adopt = if i % 2 == 0 {
+        let adopt = if i.is_multiple_of(2) {
             format!("task-{i}")
         } else {
             "y".repeat(4096)
@@ -264,7 +264,7 @@ mod tests {
                 "what reconcile acts on is kept"
             );
             let adopt = obj.annotations().get(transitions::ADOPT_ANNOTATION);
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 assert_eq!(adopt.map(String::as_str), Some("task-0"), "kept");
             } else {
                 assert_eq!(adopt, None, "longer than any task id: dropped, not kept");

@@ -112,6 +112,9 @@ fn token_file(name: &str) -> String {
     path.display().to_string()
 }
 
+/// A source, its variables, and whether its fetch may pass the proxy.
+type Case = (&'static str, SourceKind, Vec<(&'static str, String)>, bool);
+
 /// A client whose proxy is set explicitly (never read from this process's environment).
 fn proxied(proxy: &Proxy) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -138,7 +141,7 @@ async fn the_chain_fetches_metadata_and_pod_identity_directly_and_sts_through_th
     let url = sim.base_url();
     let file = token_file("chain");
     // (source, its variables, whether its fetch may pass the proxy)
-    let cases: [(&str, SourceKind, Vec<(&str, String)>, bool); 3] = [
+    let cases: [Case; 3] = [
         (
             "pod-identity",
             SourceKind::PodIdentity,
