@@ -51,11 +51,15 @@ pub mod env {
     pub const POD_IDENTITY_TOKEN_FILE: &str = "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 }
 
-/// What the sources read: the environment (injectable for tests), the HTTP client, and
+/// What the sources read: the environment (injectable for tests), the HTTP clients, and
 /// where the metadata service is.
 pub struct Setup<'a> {
     pub env: &'a (dyn Fn(&str) -> Option<String> + Sync),
+    /// For IAM and STS (federation, OIDC): honours the environment's proxies.
     pub http: reqwest::Client,
+    /// For the metadata service and Pod Identity: must be built without proxies
+    /// ([`crate::client::Proxies::Never`]), since their plain-http answers are temporary keys.
+    pub direct: reqwest::Client,
     pub metadata_endpoint: String,
     /// Allow plain-http IAM and STS endpoints (tests and the simulator only).
     pub allow_insecure: bool,
@@ -151,7 +155,12 @@ async fn one(kind: SourceKind, setup: &Setup<'_>) -> Result<Choice, Error> {
 }
 
 fn provided(setup: &Setup<'_>, fetcher: Fetcher) -> Choice {
-    let provider = Provider::new(fetcher, setup.http.clone());
+    let http = if fetcher.is_link_local() {
+        setup.direct.clone()
+    } else {
+        setup.http.clone()
+    };
+    let provider = Provider::new(fetcher, http);
     Choice {
         source: provider.name(),
         detail: provider.describe(),

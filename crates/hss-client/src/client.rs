@@ -12,7 +12,9 @@
 //! have created a task and must be resolved by looking it up, never by posting again.
 //!
 //! A signature failure (`401 APIGW.0301` with AK/SK) is `Rejected`: HSS locks an AK/SK after
-//! more than five consecutive bad signatures, so it is never retried automatically.
+//! more than five consecutive bad signatures, so it is never retried automatically; and the
+//! client's [`KeyGuard`] then stops every client sharing it from signing with that access
+//! key, whatever its secret key ([`Error::KeyGuarded`], `Retryable`: nothing was sent).
 //!
 //! # Wire format
 //! Requests look like the official Python SDK's: `Content-Type: application/json` (also on
@@ -32,9 +34,10 @@ use super::{
     Api,
     budget::{Budget, BudgetKey, Permit},
     clock::Offset,
-    credentials::{Auth, Credentials},
+    credentials::{Auth, Credentials, Used},
     endpoint::Endpoint,
     error::classify_send,
+    guard::KeyGuard,
     limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, MAX_OFFSET, MAX_PAGE, MAX_RESPONSE_BYTES},
     model::*,
     signer, text,
@@ -76,12 +79,39 @@ pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, Error> {
     )
 }
 
+/// Whether a client goes through the proxies the environment names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxies {
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (either case), read when the
+    /// client is built: HSS, IAM and STS calls.
+    FromEnvironment,
+    /// Never a proxy: the link-local metadata and Pod Identity endpoints, plain http by
+    /// design, whose answers are temporary keys that must not pass through anyone.
+    Never,
+}
+
 /// Builds a reqwest client from the transport settings alone (no endpoint or project needed):
-/// per-request and connect timeouts, and extra trusted CA certificates (PEM bundle).
+/// per-request and connect timeouts, and extra trusted CA certificates (PEM bundle). It
+/// honours the environment's proxies ([`Proxies::FromEnvironment`]).
 pub fn http_client_with(
     timeout: Duration,
     connect_timeout: Duration,
     extra_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, Error> {
+    http_client_via(
+        timeout,
+        connect_timeout,
+        extra_ca_pem,
+        Proxies::FromEnvironment,
+    )
+}
+
+/// [`http_client_with`], choosing whether proxies apply.
+pub fn http_client_via(
+    timeout: Duration,
+    connect_timeout: Duration,
+    extra_ca_pem: Option<&[u8]>,
+    proxies: Proxies,
 ) -> Result<reqwest::Client, Error> {
     static PROVIDER: OnceLock<()> = OnceLock::new();
     PROVIDER.get_or_init(|| {
@@ -94,6 +124,9 @@ pub fn http_client_with(
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("hss-operator/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60));
+    if proxies == Proxies::Never {
+        builder = builder.no_proxy();
+    }
     if let Some(pem) = extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)?;
         builder = builder.tls_certs_merge(certs);
@@ -112,6 +145,8 @@ pub struct HssClient {
     observer: Option<std::sync::Arc<dyn CallObserver>>,
     /// HSS's clock relative to ours, from the `Date` of every answer.
     offset: Offset,
+    /// Who may sign with which fixed access key ([`KeyGuard`]); shared with `with_guard`.
+    guard: KeyGuard,
 }
 
 /// Sees every call and budget wait (metrics live outside this module).
@@ -163,7 +198,15 @@ impl HssClient {
             identity,
             observer: None,
             offset: Offset::default(),
+            guard: KeyGuard::default(),
         }
+    }
+
+    /// Shares `guard` with the other clients of the process: a signature HSS refused with an
+    /// access key then stops every client from signing with it (see [`crate::guard`]).
+    pub fn with_guard(mut self, guard: KeyGuard) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// Reports every call and budget wait to `observer`.
@@ -407,6 +450,16 @@ impl HssClient {
             .auth()
             .await
             .map_err(|source| Error::Credentials { api, source })?;
+        // Fixed keys only: a source's keys change with every fetch, and its 401s are its own.
+        let pass = match (&auth, used) {
+            (Auth::Sign { ak, sk, .. }, Used::Fixed) => Some(
+                self.guard
+                    .admit(ak, sk)
+                    .await
+                    .map_err(|source| Error::KeyGuarded { api, source })?,
+            ),
+            _ => None,
+        };
         let host = self.config.endpoint.host_header();
         let mut headers = vec![
             ("Content-Type".to_string(), "application/json".to_string()),
@@ -488,6 +541,9 @@ impl HssClient {
                 .observe(date, sent_ms, jiff::Timestamp::now().as_millisecond());
         }
         let status = resp.status().as_u16();
+        if let Some(pass) = pass {
+            pass.answered(status);
+        }
         let request_id = resp
             .headers()
             .get("x-request-id")

@@ -187,6 +187,15 @@ impl Credentials {
         matches!(self, Credentials::AkSk { refused, .. } if refused.load(Ordering::Relaxed))
     }
 
+    /// The fixed access key id and secret key these credentials sign with, if they do (not
+    /// for tokens, nor for a source's keys, which change with every fetch).
+    pub fn signing_key(&self) -> Option<(&str, &SecretString)> {
+        match self {
+            Credentials::AkSk { ak, sk, .. } => Some((ak, sk)),
+            _ => None,
+        }
+    }
+
     /// The provider behind [`Credentials::Provided`].
     pub fn provider(&self) -> Option<&Arc<Provider>> {
         match self {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{
-    Api, credentials,
+    Api, credentials, guard,
     limits::{MAX_RESPONSE_BYTES, MAX_RETRY_AFTER},
 };
 
@@ -79,6 +79,13 @@ pub enum Error {
         #[source]
         source: credentials::Error,
     },
+    /// Not sent: HSS refused a signature with this access key before ([`guard`]).
+    #[error("failed to sign {api}: the access key is guarded")]
+    KeyGuarded {
+        api: Api,
+        #[source]
+        source: guard::Guarded,
+    },
     #[error("failed to build the request for {api}: {reason}")]
     InvalidRequest { api: Api, reason: String },
     #[error("failed to build the HTTP client")]
@@ -99,7 +106,8 @@ impl Error {
                 s if s >= 500 => Outcome::Ambiguous,
                 _ => Outcome::Rejected,
             },
-            Error::Connect { .. } => Outcome::Retryable,
+            // Nothing was sent; the holder learns why when it asks for its client again.
+            Error::Connect { .. } | Error::KeyGuarded { .. } => Outcome::Retryable,
             Error::Credentials { source, .. } => match source {
                 credentials::Error::Invalid(_) | credentials::Error::IamRejected { .. } => {
                     Outcome::Rejected
@@ -131,6 +139,7 @@ impl Error {
             Error::Transport { .. } => "transport",
             Error::Decode { .. } | Error::TooLarge { .. } => "bad_response",
             Error::Credentials { source, .. } => source.category(),
+            Error::KeyGuarded { source, .. } => source.category(),
             Error::InvalidRequest { .. } => "invalid_request",
             Error::Client(_) => "client_setup",
         }
@@ -145,6 +154,7 @@ impl Error {
             | Error::Decode { api, .. }
             | Error::TooLarge { api }
             | Error::Credentials { api, .. }
+            | Error::KeyGuarded { api, .. }
             | Error::InvalidRequest { api, .. } => Some(*api),
             Error::Client(_) => None,
         }
@@ -359,5 +369,18 @@ mod tests {
             assert_eq!(err.category(), category, "{reason}");
         }
         assert!(service(401, "APIGW.0301", false).is_signature_failure());
+    }
+
+    #[test]
+    fn a_guarded_key_was_not_sent_and_is_not_a_signature_failure() {
+        let err = Error::KeyGuarded {
+            api: Api::CreateTask,
+            source: guard::Guarded::Refused {
+                key: "AKTE...".into(),
+            },
+        };
+        assert_eq!(err.outcome(), Outcome::Retryable, "nothing was sent");
+        assert_eq!(err.category(), "key_guarded");
+        assert!(!err.is_signature_failure(), "not this object's refusal");
     }
 }

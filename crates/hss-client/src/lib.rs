@@ -13,6 +13,7 @@
 //!   [`adaptive`]: the rate a source allows itself after 429s; [`clock`]: HSS's clock offset.
 //! - [`client`]: the HTTP client; [`Error`] and [`Outcome`]: what a call's failure was, and
 //!   whether it may have executed.
+//! - [`guard`]: one refused signature guards its access key for every holder.
 //! - [`resolve`]: finding the task an ambiguous CreateTask may have created.
 //!
 //! Each type has one public path: its module's. Only [`Api`], [`Error`] and [`Outcome`],
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod credentials;
 pub mod endpoint;
 mod error;
+pub mod guard;
 pub mod limits;
 pub mod model;
 pub mod resolve;

@@ -116,6 +116,12 @@ impl Fetcher {
         }
     }
 
+    /// The metadata service and Pod Identity: link-local, plain http, reached without a proxy
+    /// (see [`crate::chain::Setup::direct`]).
+    pub fn is_link_local(&self) -> bool {
+        matches!(self, Fetcher::PodIdentity { .. } | Fetcher::Metadata { .. })
+    }
+
     /// Endpoints, paths and ids; never a token.
     pub fn describe(&self) -> String {
         match self {

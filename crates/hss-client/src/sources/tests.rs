@@ -12,9 +12,15 @@ use crate::{
     credentials::Credentials,
 };
 
+/// Without proxies: a unit test never reads the process environment.
 fn http() -> reqwest::Client {
-    crate::client::http_client_with(Duration::from_secs(5), Duration::from_secs(1), None)
-        .expect("client")
+    crate::client::http_client_via(
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+        None,
+        crate::client::Proxies::Never,
+    )
+    .expect("client")
 }
 
 fn temporary(ak: &str, lifetime: Duration) -> Temporary {
@@ -212,6 +218,7 @@ async fn chosen(vars: &[(&str, &str)], kind: SourceKind) -> Result<Choice, Error
         kind,
         &Setup {
             env: &lookup,
+            direct: http.clone(),
             http,
             // Nothing listens there: the chain's metadata step fails at once.
             metadata_endpoint: "http://127.0.0.1:9".into(),

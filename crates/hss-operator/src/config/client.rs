@@ -4,7 +4,7 @@
 use hss_client::{
     allow::AllowList,
     budget::Budget,
-    client::{ClientConfig, HssClient},
+    client::{ClientConfig, HssClient, Proxies},
     endpoint::Endpoint,
 };
 
@@ -66,9 +66,19 @@ impl HssArgs {
     }
 
     /// The HTTP client every HSS call shares: `--hss-timeout` and the `--ca-bundle`
-    /// certificates, whatever the endpoint or project. An unreadable or invalid bundle is an
-    /// error, never silently left out.
+    /// certificates, whatever the endpoint or project, and the environment's proxies
+    /// (`HTTPS_PROXY`, `NO_PROXY`, ...). An unreadable or invalid bundle is an error, never
+    /// silently left out.
     pub fn http_client(&self) -> Result<reqwest::Client, Error> {
+        self.transport(Proxies::FromEnvironment)
+    }
+
+    /// The same transport without any proxy: for the metadata service and Pod Identity.
+    pub fn direct_http_client(&self) -> Result<reqwest::Client, Error> {
+        self.transport(Proxies::Never)
+    }
+
+    fn transport(&self, proxies: Proxies) -> Result<reqwest::Client, Error> {
         let extra_ca = match &self.ca_bundle {
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|source| Error::CaBundle {
@@ -84,10 +94,11 @@ impl HssArgs {
             }
             None => None,
         };
-        Ok(hss_client::client::http_client_with(
+        Ok(hss_client::client::http_client_via(
             self.timeout,
             hss_client::limits::DEFAULT_CONNECT_TIMEOUT,
             extra_ca.as_deref(),
+            proxies,
         )?)
     }
 

@@ -45,6 +45,7 @@ impl HssArgs {
         let setup = chain::Setup {
             env,
             http: http.clone(),
+            direct: self.direct_http_client()?,
             metadata_endpoint: self.metadata_endpoint.clone(),
             allow_insecure: self.allow_insecure_endpoints,
         };

@@ -7,12 +7,16 @@
 //! is handed out: a source that fails (identity revoked, agent down) becomes
 //! `CredentialsReady=False` (`CredentialsUnavailable`) and an Event, and spends no HSS budget.
 //! Fixed temporary credentials HSS refused wait for their Secret to change
-//! (`CredentialsExpired`) instead of being sent again.
+//! (`CredentialsExpired`) instead of being sent again. After HSS refused a signature with an
+//! access key, no object signs with that access key, whatever its secret key, until a Secret
+//! holding it changes (`KeyGuarded`, [`Clients`]); the operator's own keys are guarded too.
 //!
 //! Secrets are read with `get`, by name, when an object is reconciled; never listed or
 //! watched. The client cache is keyed by where the credentials come from and remembers which
 //! version of them it holds, so a changed Secret replaces its client; it is bounded by
 //! [`KEEP_CLIENTS`].
+
+use std::{collections::HashMap, sync::Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -22,7 +26,7 @@ use super::{
     policy::{self, Refusal},
 };
 use crate::{config::Overrides, crd::ClusterScanTask};
-use hss_client::{chain::Choice, client::HssClient, credentials::Credentials};
+use hss_client::{chain::Choice, client::HssClient, credentials::Credentials, guard::KeyGuard};
 
 /// The operator's own (default) credentials, decided once at start-up.
 pub enum Own {
@@ -154,26 +158,26 @@ impl Context {
             config.project_id,
             config.enterprise_project_id.as_deref().unwrap_or(""),
         );
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((held, client)) = clients.get(&key)
-            && *held == version
-        {
-            if client.credentials().is_refused() {
-                return Ok(Err(Unusable::Credentials(CredentialsProblem::Expired(
-                    format!(
-                        "HSS refused the temporary credentials from {source} (expired?); the scan goes on once they are replaced"
-                    ),
-                ))));
-            }
-            return Ok(Ok(client.clone()));
-        }
-        if clients.len() >= KEEP_CLIENTS {
-            clients.clear();
-        }
-        let client =
+        let client = self.clients.get_or_insert(key, &version, || {
             HssClient::with_http(self.http.clone(), config, credentials, self.budget.clone())
-                .with_observer(self.metrics.hss.clone());
-        clients.insert(key, (version, client.clone()));
+                .with_observer(self.metrics.hss.clone())
+        });
+        if client.credentials().is_refused() {
+            return Ok(Err(Unusable::Credentials(CredentialsProblem::Expired(
+                format!(
+                    "HSS refused the temporary credentials from {source} (expired?); the scan goes on once they are replaced"
+                ),
+            ))));
+        }
+        if let Err(guarded) =
+            self.clients
+                .guard
+                .check_holder(client.credentials(), &source, &version)
+        {
+            return Ok(Err(Unusable::Credentials(CredentialsProblem::Guarded(
+                guarded.to_string(),
+            ))));
+        }
         Ok(Ok(client))
     }
 
@@ -253,6 +257,40 @@ impl Context {
     }
 }
 
+/// The HSS clients of the controller, by settings and credentials source with the
+/// credentials' version, and the [`KeyGuard`] they all share: one signature HSS refused
+/// with an access key stops every object from signing with it until a Secret holding it
+/// changes (a new version of a holder, see [`hss_client::guard`]).
+#[derive(Default)]
+pub struct Clients {
+    cache: Mutex<HashMap<String, (String, HssClient)>>,
+    guard: KeyGuard,
+}
+
+impl Clients {
+    /// The cached client for `key` if it holds `version` of the credentials, else a new one
+    /// from `build`, sharing the guard.
+    fn get_or_insert(
+        &self,
+        key: String,
+        version: &str,
+        build: impl FnOnce() -> HssClient,
+    ) -> HssClient {
+        let mut clients = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((held, client)) = clients.get(&key)
+            && held == version
+        {
+            return client.clone();
+        }
+        if clients.len() >= KEEP_CLIENTS {
+            clients.clear();
+        }
+        let client = build().with_guard(self.guard.clone());
+        clients.insert(key, (version.to_string(), client.clone()));
+        client
+    }
+}
+
 /// Credentials and what identifies them in the client cache.
 struct Found {
     credentials: Credentials,
@@ -282,6 +320,9 @@ pub enum CredentialsProblem {
     Unavailable(String),
     /// HSS refused fixed temporary credentials; waiting for new ones.
     Expired(String),
+    /// HSS refused a signature with this access key (from any holder): nothing signs with it
+    /// until a Secret holding it changes.
+    Guarded(String),
 }
 
 impl CredentialsProblem {
@@ -292,6 +333,7 @@ impl CredentialsProblem {
             CredentialsProblem::NoDefault(_) => "NoCredentials",
             CredentialsProblem::Unavailable(_) => "CredentialsUnavailable",
             CredentialsProblem::Expired(_) => "CredentialsExpired",
+            CredentialsProblem::Guarded(_) => "KeyGuarded",
         }
     }
 
@@ -300,7 +342,8 @@ impl CredentialsProblem {
             CredentialsProblem::Missing(m)
             | CredentialsProblem::Invalid(m)
             | CredentialsProblem::Unavailable(m)
-            | CredentialsProblem::Expired(m) => m.clone(),
+            | CredentialsProblem::Expired(m)
+            | CredentialsProblem::Guarded(m) => m.clone(),
             CredentialsProblem::NoDefault(why) if why.is_empty() => {
                 "spec.credentialsSecretRef is not set and the operator has no default credentials"
                     .into()

@@ -35,11 +35,7 @@ pub mod transitions;
 
 pub use run::run;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use kube::{
     Api, Client, ResourceExt,
@@ -59,7 +55,7 @@ use crate::{
     crd::{ClusterScanTask, FINALIZER, Phase},
     submission::{Ledger, claims},
 };
-use hss_client::{budget::Budget, client::HssClient};
+use hss_client::budget::Budget;
 
 use fail_points::{FailPoints, Step};
 
@@ -172,8 +168,8 @@ pub struct Context {
     http: reqwest::Client,
     /// The operator's own credentials, decided at start-up.
     own: Own,
-    /// Clients by settings and credentials source, with the credentials' version.
-    clients: Mutex<HashMap<String, (String, HssClient)>>,
+    /// Clients by settings and credentials source, and the key guard they share.
+    clients: credentials::Clients,
     /// One cache per watched scope.
     stores: Vec<Store<ClusterScanTask>>,
     /// The exactly-once state: remembered task ids, deleted objects' claims, the POST gate.

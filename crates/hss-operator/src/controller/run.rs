@@ -1,15 +1,11 @@
 //! Starting the ClusterScanTask controllers: one per watched scope, the shared poll routed to
 //! them, the gauges, the Events writer, and readiness once every cache has its first state.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client,
     runtime::{
         Controller, WatchStreamExt,
         reflector::{self, ObjectRef},
@@ -19,12 +15,26 @@ use kube::{
 
 use super::{
     Context, Error, Poller, Runtime, ScanArgs, credentials, error_policy, reconcile, status,
+    transitions,
 };
 use crate::{
-    controller_runtime::{events, retry::FailureStreaks},
+    controller_runtime::{cache, events, retry::FailureStreaks},
     crd::{ClusterScanTask, Phase},
     submission::claims,
 };
+
+/// The annotations reconcile reads; no label is read.
+const READ_ANNOTATIONS: &[&str] = &[
+    transitions::ADOPT_ANNOTATION,
+    transitions::RESUBMIT_ANNOTATION,
+];
+
+/// What the cache keeps of an object: all but managedFields and the annotations and labels
+/// reconcile never reads (kubectl's last-applied copy, tenants' own; see
+/// [`crate::controller_runtime::cache`]).
+fn for_cache(o: &mut ClusterScanTask) {
+    cache::keep_only(&mut o.metadata, READ_ANNOTATIONS, &[]);
+}
 
 /// Every few seconds: objects by phase, unresolved submissions, tracked tasks, last poll.
 async fn report_gauges(ctx: Arc<Context>) {
@@ -85,16 +95,11 @@ pub async fn run(
                 Some(ns) => Api::namespaced(kube.clone(), ns),
                 None => Api::all(kube.clone()),
             };
-            // The cache keeps what reconcile reads; managedFields and kubectl's
-            // last-applied copy are about half of each object and are never read.
+            // The cache keeps what reconcile reads (see `for_cache`).
             let (reader, writer) = reflector::store();
             let stream = watcher(api, wc.clone())
                 .default_backoff()
-                .modify(|o: &mut ClusterScanTask| {
-                    o.managed_fields_mut().clear();
-                    o.annotations_mut()
-                        .remove("kubectl.kubernetes.io/last-applied-configuration");
-                })
+                .modify(for_cache)
                 .reflect(writer)
                 .applied_objects();
             (ns, Controller::for_stream(stream, reader))
@@ -120,7 +125,7 @@ pub async fn run(
         budget,
         http,
         own,
-        clients: Mutex::default(),
+        clients: Default::default(),
         stores: controllers.iter().map(|(_, c)| c.store()).collect(),
         ledger,
         fail_points,
@@ -198,4 +203,94 @@ pub async fn run(
         _ = ctx.events.run() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::ResourceExt;
+
+    use super::*;
+
+    /// Kubernetes' cap on one object's annotations (and, separately, its labels).
+    const MAX_ANNOTATIONS: usize = 256 * 1024;
+
+    /// An object as large as a tenant can make it: 256 KiB of annotations, among them the
+    /// two the operator reads (every other one with an adopt-task value as long as fits),
+    /// and 2,000 labels with values of the longest length allowed (63).
+    fn maximal(i: usize) -> ClusterScanTask {
+        let mut annotations: serde_json::Map<String, serde_json::Value> = (0..64)
+            .map(|k| {
+                let value = "x".repeat(MAX_ANNOTATIONS / 64 - 64);
+                (format!("tenant.example.com/k{k}"), value.into())
+            })
+            .collect();
+        let adopt = if i.is_multiple_of(2) {
+            format!("task-{i}")
+        } else {
+            "y".repeat(4096)
+        };
+        annotations.insert(transitions::ADOPT_ANNOTATION.into(), adopt.into());
+        annotations.insert(
+            transitions::RESUBMIT_ANNOTATION.into(),
+            format!("attempt-{i}").into(),
+        );
+        let labels: serde_json::Map<String, serde_json::Value> = (0..2_000)
+            .map(|k| (format!("team.example.com/l{k}"), "z".repeat(63).into()))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "hss.scanops.dev/v1alpha1",
+            "kind": "ClusterScanTask",
+            "metadata": {
+                "name": format!("scan-{i}"),
+                "namespace": "tenant",
+                "uid": format!("uid-{i}"),
+                "annotations": annotations,
+                "labels": labels,
+            },
+            "spec": {"taskType": "cluster_scan", "clusterScan": {"scanTypes": ["cluster_vul"], "rangeType": "all_cluster"}},
+        }))
+        .expect("object")
+    }
+
+    #[test]
+    fn a_thousand_maximal_objects_keep_far_under_the_charts_memory_limit() {
+        let shapes = [maximal(0), maximal(1)];
+        let whole = serde_json::to_vec(&shapes[1]).expect("json").len();
+        assert!(
+            whole > MAX_ANNOTATIONS,
+            "the input is maximal: {whole} bytes"
+        );
+        let mut kept = 0usize;
+        for i in 0..1_000 {
+            let mut obj = shapes[i % 2].clone();
+            let attempt = format!("attempt-{i}");
+            obj.annotations_mut()
+                .insert(transitions::RESUBMIT_ANNOTATION.into(), attempt.clone());
+            for_cache(&mut obj);
+            kept += serde_json::to_vec(&obj).expect("json").len();
+            assert_eq!(
+                obj.annotations().get(transitions::RESUBMIT_ANNOTATION),
+                Some(&attempt),
+                "what reconcile acts on is kept"
+            );
+            let adopt = obj.annotations().get(transitions::ADOPT_ANNOTATION);
+            if i.is_multiple_of(2) {
+                assert_eq!(adopt.map(String::as_str), Some("task-0"), "kept");
+            } else {
+                assert_eq!(adopt, None, "longer than any task id: dropped, not kept");
+            }
+            assert!(obj.labels().is_empty());
+        }
+        // Whole, they would be about 1,000 x `whole` (over 300 MiB, past the chart's 256Mi).
+        assert!(kept < 1 << 20, "{kept} bytes kept of 1,000 objects");
+    }
+
+    #[test]
+    fn the_controller_caches_only_through_for_cache() {
+        // The watch is wired here; a second, untrimmed stream into a store would undo it.
+        let wiring = include_str!("run.rs");
+        let wiring = &wiring[..wiring.find("#[cfg(test)]").expect("tests at the end")];
+        assert_eq!(wiring.matches(".modify(for_cache)").count(), 1);
+        assert_eq!(wiring.matches(".reflect(").count(), 1);
+    }
 }

@@ -2,6 +2,7 @@
 //! ClusterScanTrigger) and the process, what Go's controller-runtime would hold, so that each
 //! rule the API server, the kubelet or the operator's users rely on is written once:
 //!
+//! - [`cache`]: what a reflector cache keeps of an object's annotations and labels;
 //! - [`conditions`]: setting a condition, given `now`, with one rule for messages;
 //! - [`status`]: the status writer, always server-side apply with the one field manager and a
 //!   resourceVersion precondition;
@@ -14,6 +15,7 @@
 //! - [`admin`]: the health probes and the metrics endpoint.
 
 pub mod admin;
+pub mod cache;
 pub mod conditions;
 pub mod events;
 pub mod finalizers;

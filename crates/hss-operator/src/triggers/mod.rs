@@ -88,7 +88,8 @@ use crate::{
     crd::{
         ClusterScanTask, ClusterScanTrigger, ClusterScanTriggerStatus,
         cluster_scan_trigger::{
-            RUN_REASON_LABEL, RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION, TRIGGER_LABEL,
+            RUN_NOW_ANNOTATION, RUN_REASON_LABEL, RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION,
+            TRIGGER_LABEL,
         },
     },
 };
@@ -262,7 +263,14 @@ pub async fn run(
         failures: FailureStreaks::default(),
         written: Mutex::default(),
     });
-    let controller = Controller::new(triggers, watcher::Config::default().any_semantic())
+    // Triggers, like their runs, are cached with only what is read of their metadata.
+    let (cached, cache_writer) = reflector::store();
+    let trigger_events = watcher(triggers, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(trim_trigger)
+        .reflect(cache_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(trigger_events, cached)
         .owns_stream(run_events)
         .reconcile_all_on(node_changes)
         .reconcile_all_on(nodes::changes(api_server))
@@ -284,9 +292,18 @@ pub async fn run(
     Ok(())
 }
 
+/// Keeps only what the controller reads of a trigger's metadata: the run-now annotation.
+fn trim_trigger(trigger: &mut ClusterScanTrigger) {
+    controller_runtime::cache::keep_only(&mut trigger.metadata, &[RUN_NOW_ANNOTATION], &[]);
+}
+
 /// Keeps only what triggers read of a run.
 fn trim_run(task: &mut ClusterScanTask) {
-    task.metadata.managed_fields = None;
+    controller_runtime::cache::keep_only(
+        &mut task.metadata,
+        &[RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION],
+        &[RUN_REASON_LABEL, TRIGGER_LABEL],
+    );
     if let Some(status) = task.status.as_mut() {
         *status = crate::crd::ClusterScanTaskStatus {
             phase: status.phase,

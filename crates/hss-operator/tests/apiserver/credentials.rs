@@ -265,3 +265,100 @@ async fn a_secrets_refused_security_token_waits_for_the_secret_to_change() {
     assert_eq!(sim.call_count(Api::CreateTask, Some(401)), 1);
     assert_eq!(sim.created_tasks().len(), 1);
 }
+
+/// A Secret `name` with access key `ak` and secret key `sk`.
+async fn put_keys(client: &kube::Client, ns: &str, name: &str, ak: &str, sk: &str) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "stringData": {"accessKey": ak, "secretKey": sk},
+    }))
+    .expect("secret");
+    let api: KubeApi<k8s_openapi::api::core::v1::Secret> = KubeApi::namespaced(client.clone(), ns);
+    let params = kube::api::PatchParams::apply("credentials-test").force();
+    api.patch(name, &params, &kube::api::Patch::Apply(&secret))
+        .await
+        .expect("apply Secret");
+}
+
+fn unauthenticated(sim: &Simulator) -> u64 {
+    sim.calls()
+        .into_iter()
+        .filter(|((_, status), _)| *status == 401)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test]
+async fn one_refused_signature_guards_the_access_key_until_a_secret_holding_it_changes() {
+    const AK: &str = "AKTEAMGUARDED001";
+    const SK: &str = "the-right-one";
+    let client = admin().await;
+    let ns = namespace(&client, "creds-guard").await;
+    let sim = Simulator::start(SimConfig {
+        credentials: vec![
+            hss_simulator::Credential::new("AKSIM", "SKSIM"),
+            hss_simulator::Credential::new(AK, SK),
+        ],
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let names = ["guard-a", "guard-b", "guard-c", "guard-d"];
+    for (i, name) in names.iter().enumerate() {
+        put_keys(&client, &ns, name, AK, &format!("wrong-{i}")).await;
+    }
+    let _op = fast_operator(&ns, &sim.base_url(), "credentials-guard", free_port())
+        .spawn()
+        .expect("start");
+    let api: KubeApi<ClusterScanTask> = KubeApi::namespaced(client.clone(), &ns);
+    for name in names {
+        api.create(
+            &PostParams::default(),
+            &with_secret(cluster_scan(name), name),
+        )
+        .await
+        .expect("create");
+    }
+    // One object's signature is refused (it fails, as before); every other waits, unsent.
+    let mut refused = Vec::new();
+    for name in names {
+        let o = wait_for(&api, name, 60, |o| {
+            phase(o) == Some(Phase::Failed)
+                || condition(o, "CredentialsReady")
+                    .is_some_and(|(s, r)| s == "False" && r == "KeyGuarded")
+        })
+        .await;
+        if phase(&o) == Some(Phase::Failed) {
+            refused.push(name);
+        } else {
+            let message = o
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "CredentialsReady"))
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            assert!(message.contains("AKTE..."), "{message}");
+            assert!(!message.contains(AK), "only a prefix: {message}");
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(unauthenticated(&sim), 1, "{:?}", sim.calls());
+
+    // One guarded object's Secret is fixed: it goes on; the others stay unsent.
+    let fixed = names
+        .iter()
+        .find(|n| !refused.contains(n))
+        .expect("a guarded one");
+    put_keys(&client, &ns, fixed, AK, SK).await;
+    let done = wait_for(&api, fixed, 90, |o| phase(o) == Some(Phase::Succeeded)).await;
+    assert_eq!(
+        condition(&done, "CredentialsReady").map(|c| c.0),
+        Some("True".into())
+    );
+    for name in names.iter().filter(|n| *n != fixed && !refused.contains(n)) {
+        let o = api.get(name).await.expect("get");
+        assert_eq!(phase(&o), Some(Phase::Pending), "{name}");
+    }
+    assert_eq!(unauthenticated(&sim), 1, "{:?}", sim.calls());
+    assert_eq!(sim.created_tasks().len(), 1);
+}

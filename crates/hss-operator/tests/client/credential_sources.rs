@@ -75,6 +75,7 @@ async fn choose(
         &chain::Setup {
             env: &lookup,
             http: http_client(&config(sim)).expect("http"),
+            direct: http_client(&config(sim)).expect("http"),
             metadata_endpoint: metadata.into(),
             allow_insecure: true,
         },
@@ -236,8 +237,14 @@ async fn credentials_hss_refused_from_the_cache_are_fetched_again_once() {
     let err = create(&c).await.expect_err("unknown key");
     assert_eq!(err.outcome(), Outcome::Retryable);
     assert!(fixed.is_refused(), "the holder waits for new ones");
+    let refused = sim.call_count(Api::CreateTask, Some(401));
     let err = create(&c).await.expect_err("again");
-    assert_eq!(err.outcome(), Outcome::Rejected, "never a loop");
+    assert_eq!(err.category(), "key_guarded", "never a loop: {err}");
+    assert_eq!(
+        sim.call_count(Api::CreateTask, Some(401)),
+        refused,
+        "not sent again"
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 mod admin;
 mod credential_sources;
 mod fuzz;
+mod key_guard;
 mod over_http;
+mod proxies;
 mod simulator;
 mod submit_cli;
