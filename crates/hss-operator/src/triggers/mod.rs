@@ -36,6 +36,13 @@
 //!   status does not grow with the cluster and joins during operator downtime are noticed). The
 //!   run waits `settleSeconds` (default 60) after the first join is noticed, so a node pool
 //!   scaling up is scanned once. Nodes present when the trigger is created are the baseline.
+//! - What status shows of Nodes: counts, creation times, hashes and the version fingerprint;
+//!   node names and version strings only where the trigger's namespace may list Nodes
+//!   ([`access`]: a cached SubjectAccessReview, asked only for triggers with on.nodeJoined or
+//!   on.kubernetesUpgraded).
+//! - Template labels and annotations are copied to runs except the operator's own
+//!   (`hss.scanops.dev/...`): a run does not start with an adopt-task or resubmit instruction,
+//!   or a forged run-time, that its creator wrote into the template.
 //! - Upgrades: the API server's git version and the distinct kubelet versions, fingerprinted;
 //!   a different set becomes pending, and runs once it has stayed the same for `settleSeconds`
 //!   (a rolling upgrade restarts the wait at every step). Nodes without a reported kubelet
@@ -55,6 +62,7 @@
 //!   causes stay owed until the template changes.
 //! - Each call of [`run`] watches Nodes and polls the API server version itself.
 
+pub mod access;
 pub mod clock;
 pub mod decide;
 pub mod nodes;
@@ -147,6 +155,8 @@ struct Context {
     runs: Store<ClusterScanTask>,
     nodes: Store<NodeView>,
     api_server: tokio::sync::watch::Receiver<Option<String>>,
+    /// Whether a namespace's triggers may name Nodes and versions.
+    node_access: access::NodeAccess,
     /// Consecutive reconcile failures per trigger, for error_policy backoff.
     failures: FailureStreaks,
     /// Our own writes the caches may not show yet (see [`Context::catch_up`]).
@@ -259,6 +269,7 @@ pub async fn run(
         runs,
         nodes,
         api_server: api_server.clone(),
+        node_access: access::NodeAccess::new(kube.clone()),
         failures: FailureStreaks::default(),
         written: Mutex::default(),
     });
@@ -347,6 +358,14 @@ async fn reconcile_inner(trigger: Arc<ClusterScanTrigger>, ctx: &Context) -> Res
         None
     };
     let api_server = ctx.api_server.borrow().clone();
+    // Only a trigger that looks at Nodes has anything of them in status.
+    let node_details = if on.node_joined.is_some() || on.kubernetes_upgraded.is_some() {
+        ctx.node_access
+            .details(&trigger.namespace().unwrap_or_default())
+            .await
+    } else {
+        decide::NodeDetails::Hidden
+    };
 
     // Decide (pure). Times have the API's precision (whole seconds), so a status read back
     // compares equal to the one written.
@@ -364,6 +383,7 @@ async fn reconcile_inner(trigger: Arc<ClusterScanTrigger>, ctx: &Context) -> Res
         runs: &runs,
         nodes: nodes.as_deref(),
         api_server: api_server.as_deref(),
+        node_details,
     });
 
     // Act.
@@ -417,17 +437,28 @@ fn requeue_after(at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Duration 
     (wait + Duration::from_millis(200)).clamp(Duration::from_secs(1), MAX_REQUEUE)
 }
 
-/// The ClusterScanTask for `planned`: template metadata and spec, owned by the trigger.
+/// Prefix of the labels and annotations the operator reads or writes.
+const OPERATOR_PREFIX: &str = "hss.scanops.dev/";
+
+/// `map` without the operator's own keys (prefix `hss.scanops.dev/`).
+fn without_operator_keys(map: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter()
+        .filter(|(k, _)| !k.starts_with(OPERATOR_PREFIX))
+        .collect()
+}
+
+/// The ClusterScanTask for `planned`: template metadata (without the operator's own labels
+/// and annotations) and spec, owned by the trigger.
 pub fn build_run(
     trigger: &ClusterScanTrigger,
     planned: &PlannedRun,
     run_time: jiff::Timestamp,
 ) -> ClusterScanTask {
     let template_meta = trigger.spec.template.metadata.clone().unwrap_or_default();
-    let mut labels: BTreeMap<String, String> = template_meta.labels;
+    let mut labels = without_operator_keys(template_meta.labels);
     labels.insert(TRIGGER_LABEL.into(), trigger.name_any());
     labels.insert(RUN_REASON_LABEL.into(), planned.reason.as_str().into());
-    let mut annotations: BTreeMap<String, String> = template_meta.annotations;
+    let mut annotations = without_operator_keys(template_meta.annotations);
     annotations.insert(RUN_TIME_ANNOTATION.into(), run_time.to_string());
     if let Some(at) = planned.scheduled {
         annotations.insert(SCHEDULED_TIME_ANNOTATION.into(), at.to_string());
@@ -595,7 +626,10 @@ mod tests {
             "kind": "ClusterScanTrigger",
             "metadata": {"name": "nightly", "namespace": "sec", "uid": "u-1"},
             "spec": {"template": {
-                "metadata": {"labels": {"team": "sec"}, "annotations": {"note": "x"}},
+                "metadata": {"labels": {"team": "sec", "hss.scanops.dev/trigger": "other"},
+                             "annotations": {"note": "x", "hss.scanops.dev/adopt-task": "t-1",
+                                             "hss.scanops.dev/resubmit": "1",
+                                             "hss.scanops.dev/scheduled-time": "2000-01-01T00:00:00Z"}},
                 "spec": {"taskType": "cluster_scan", "clusterScan": {"scanTypes": ["benchmark"], "rangeType": "all_cluster"}}
             }}
         }))
@@ -617,6 +651,11 @@ mod tests {
             Some("schedule")
         );
         assert_eq!(run.labels().get("team").map(String::as_str), Some("sec"));
+        assert_eq!(run.annotations().get("note").map(String::as_str), Some("x"));
+        // The operator's own annotations of the template are not the run's.
+        for key in ["hss.scanops.dev/adopt-task", "hss.scanops.dev/resubmit"] {
+            assert!(!run.annotations().contains_key(key), "{key}");
+        }
         assert_eq!(
             run.annotations()
                 .get(SCHEDULED_TIME_ANNOTATION)
@@ -634,6 +673,25 @@ mod tests {
         );
         assert_eq!(run.spec, trigger.spec.template.spec);
         assert_eq!(RunInfo::from_task(&run).run_time, Some(at));
+        // Nor is a template's scheduled-time on a run that has none of its own.
+        let on_demand = build_run(
+            &trigger,
+            &PlannedRun {
+                scheduled: None,
+                reason: crate::crd::RunReason::OnDemand,
+                ..planned
+            },
+            at,
+        );
+        assert!(
+            !on_demand
+                .annotations()
+                .contains_key(SCHEDULED_TIME_ANNOTATION)
+        );
+        assert_eq!(
+            on_demand.labels().get(TRIGGER_LABEL).map(String::as_str),
+            Some("nightly")
+        );
     }
 
     #[test]
