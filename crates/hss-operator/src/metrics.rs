@@ -229,12 +229,12 @@ mod tests {
             }],
             security_check: Some(SecurityCheck::default()),
         };
-        m.controller.findings.record(&[cluster], 0);
+        m.controller.findings.record("team-a", &[cluster], 0);
         let file = FileFindings {
             file_id: "f-1".into(),
             ..Default::default()
         };
-        m.controller.findings.record_files(&[file], 0);
+        m.controller.findings.record_files("team-a", &[file], 0);
         assert_eq!(
             families(&m.encode()),
             [

@@ -207,6 +207,15 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         for verb in ["list", "watch"] {
             needs.push(need(verb, "", "nodes", None, None));
         }
+        // Whether a trigger's namespace may list Nodes, so its status may name them
+        // (`triggers::access`).
+        needs.push(need(
+            "create",
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            None,
+            None,
+        ));
     }
     if policies {
         // Policies are cluster-scoped and only read; their status says what they select.
@@ -313,6 +322,11 @@ mod tests {
         assert!(
             all.iter()
                 .any(|n| n.resource == "nodes" && n.namespace.is_none())
+        );
+        assert!(
+            all.iter()
+                .any(|n| n.resource == "subjectaccessreviews" && n.verb == "create"),
+            "triggers review their namespace's Node access"
         );
         assert!(
             all.iter()

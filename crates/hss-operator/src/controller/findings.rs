@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
+use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{Context, Error, status, transitions};
 use crate::{
@@ -173,12 +173,13 @@ pub(super) async fn read(
     let t = match summary {
         Ok(summary) => {
             let now = jiff::Timestamp::now();
+            let ns = obj.namespace().unwrap_or_default();
             ctx.metrics
                 .findings
-                .record(&summary.clusters, now.as_millisecond());
+                .record(&ns, &summary.clusters, now.as_millisecond());
             ctx.metrics
                 .findings
-                .record_files(&summary.files, now.as_millisecond());
+                .record_files(&ns, &summary.files, now.as_millisecond());
             transitions::findings_read(&obj, summary.findings, now)
         }
         Err(e) => transitions::findings_unavailable(&obj, &e, jiff::Timestamp::now()),
@@ -190,7 +191,8 @@ pub(super) async fn read(
 pub(super) fn remember(obj: &ClusterScanTask, ctx: &Context) {
     if let Some(f) = obj.status.as_ref().and_then(|s| s.findings.as_ref()) {
         let at = f.read_at.0.as_millisecond();
-        ctx.metrics.findings.record(&f.clusters, at);
-        ctx.metrics.findings.record_files(&f.files, at);
+        let ns = obj.namespace().unwrap_or_default();
+        ctx.metrics.findings.record(&ns, &f.clusters, at);
+        ctx.metrics.findings.record_files(&ns, &f.files, at);
     }
 }

@@ -145,16 +145,20 @@ pub struct RunTemplate {
     pub spec: ClusterScanTaskSpec,
 }
 
-/// Labels and annotations copied to every run.
+/// Labels and annotations copied to every run, except the operator's own (prefix
+/// `hss.scanops.dev/`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateMetadata {
-    /// Labels for the created ClusterScanTasks (the operator adds hss.scanops.dev/trigger and
-    /// hss.scanops.dev/run-reason).
+    /// Labels for the created ClusterScanTasks. Labels with the prefix `hss.scanops.dev/` are
+    /// not copied: the operator sets hss.scanops.dev/trigger and hss.scanops.dev/run-reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 
-    /// Annotations for the created ClusterScanTasks.
+    /// Annotations for the created ClusterScanTasks. Annotations with the prefix
+    /// `hss.scanops.dev/` are not copied: they instruct the operator (adopt-task, resubmit) or
+    /// record what it decided (run-time, scheduled-time), and a run must not start with an
+    /// instruction its creator never gave for it; annotate the run itself where one is needed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -343,7 +347,8 @@ pub struct RunFindings {
 }
 
 /// What the trigger knows about Nodes matching on.nodeJoined.selector: a creation-time
-/// watermark, not a list of Nodes, so its size does not grow with the cluster.
+/// watermark, not a list of Nodes, so its size does not grow with the cluster. Node names are
+/// shown only where the trigger's namespace may list Nodes (see `newestNames`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedNodes {
@@ -354,9 +359,20 @@ pub struct ObservedNodes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_creation_time: Option<Time>,
 
-    /// Names of the matching Nodes created exactly at newestCreationTime (at most 100).
+    /// Names of the matching Nodes created exactly at newestCreationTime (at most 100). Listed
+    /// only when the ServiceAccounts of the trigger's namespace may list Nodes (a
+    /// SubjectAccessReview for `system:serviceaccount:<namespace>:default` and the groups of
+    /// the namespace's ServiceAccounts); otherwise empty, since node names (on CCE often
+    /// private IP addresses) are not for everyone who may read triggers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub newest_names: Vec<String>,
+
+    /// The same Nodes as short hashes of their uids (at most 100): how a Node already seen is
+    /// told from one that joined in the same second, without naming it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub newest_ids: Vec<String>,
 
     /// Joins noticed and not yet covered by a run.
     #[serde(default)]
@@ -367,20 +383,30 @@ pub struct ObservedNodes {
     pub pending_since: Option<Time>,
 }
 
-/// A set of Kubernetes versions: the API server's and the distinct kubelet versions.
+/// A set of Kubernetes versions: the API server's and the distinct kubelet versions. The
+/// version strings are shown only where the trigger's namespace may list Nodes (as for
+/// `nodes.newestNames`); otherwise the set is its fingerprint and counts.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionSet {
-    /// The API server's git version, e.g. v1.30.2.
+    /// The API server's git version, e.g. v1.30.2; only where the namespace may list Nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_server: Option<String>,
 
     /// Distinct kubelet versions on the Nodes, sorted (at most 20 listed; the fingerprint
-    /// covers all).
+    /// covers all); only where the namespace may list Nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub kubelets: Vec<String>,
 
-    /// Short hash of the API server version and all distinct kubelet versions.
+    /// How many distinct kubelet versions the Nodes report (all of them, listed or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_versions: Option<u32>,
+
+    /// Short hash of the API server version and all distinct kubelet versions: it changes
+    /// when any of them does, which is all the trigger needs. It is a hash of public-looking
+    /// strings, so it confirms a guess of them; it is not meant to hide versions from someone
+    /// who may list Nodes or read `/version`.
     pub fingerprint: String,
 }
 

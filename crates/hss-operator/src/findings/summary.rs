@@ -75,8 +75,10 @@ fn severity_key(c: &ClusterFindings) -> (std::cmp::Reverse<[u32; 4]>, std::cmp::
 }
 
 /// Summarises `read`. `scanned` are the clusters the task scanned as far as known (they count
-/// in `clustersRead` even without findings); `failed` are (cluster, scan type) pairs whose scan
-/// failed in this task: HSS's rows for them are older scans' and are dropped.
+/// in `clustersRead` even without findings); rows of any other cluster are dropped, so the
+/// summary (status, Event, metrics) names only the task's own clusters whatever the rows came
+/// from (a shared page, an unfiltered listing). `failed` are (cluster, scan type) pairs whose
+/// scan failed in this task: HSS's rows for them are older scans' and are dropped.
 pub fn summarize(
     read: &Read,
     scanned: &BTreeSet<String>,
@@ -84,7 +86,7 @@ pub fn summarize(
     now: Timestamp,
 ) -> Summary {
     let is_failed = |cluster: &str, scan_type: &str| {
-        failed.contains(&(cluster.to_string(), scan_type.to_string()))
+        !scanned.contains(cluster) || failed.contains(&(cluster.to_string(), scan_type.to_string()))
     };
     // cluster -> risk type -> rows
     let mut by_cluster: BTreeMap<&str, BTreeMap<RiskType, Vec<&ClusterRisk>>> = BTreeMap::new();
@@ -233,8 +235,9 @@ fn iac_worst_first(a: &IacRisk, b: &IacRisk) -> std::cmp::Ordering {
         .then(a.risk_name.cmp(&b.risk_name))
 }
 
-/// Summarises an iac_scan's `read`. `scanned` are the task's files; `failed` those whose scan
-/// failed in this task (HSS's rows for them are an older scan's and are dropped).
+/// Summarises an iac_scan's `read`. `scanned` are the task's files (rows of any other file are
+/// dropped); `failed` those whose scan failed in this task (HSS's rows for them are an older
+/// scan's and are dropped).
 pub fn summarize_files(
     read: &Read,
     scanned: &BTreeSet<String>,
@@ -243,7 +246,7 @@ pub fn summarize_files(
 ) -> Summary {
     let mut by_file: BTreeMap<&str, Vec<&IacRisk>> = BTreeMap::new();
     for (file, r) in &read.files {
-        if !failed.contains(file) {
+        if scanned.contains(file) && !failed.contains(file) {
             by_file.entry(file.as_str()).or_default().push(r);
         }
     }

@@ -282,50 +282,64 @@ fn a_thousand_clusters_stay_well_under_the_object_limit() {
     );
 }
 
-#[test]
-fn gauges_keep_the_latest_read_per_cluster_and_a_bounded_number_of_clusters() {
+/// The gauges as Prometheus would scrape them.
+fn registered() -> (gauges::Gauges, prometheus_client::registry::Registry) {
     let g = gauges::Gauges::default();
     let mut registry = prometheus_client::registry::Registry::with_prefix("hss_operator");
     g.register(&mut registry);
-    let encode = || {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
-        text
+    (g, registry)
+}
+
+fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+    text
+}
+
+/// The clusters of a summary of `rows`, each (cluster, scan type, level).
+fn found(rows: &[(&str, RiskType, RiskLevel)]) -> Vec<crate::crd::findings::ClusterFindings> {
+    let read = Read {
+        risks: rows
+            .iter()
+            .enumerate()
+            .map(|(i, (c, t, level))| (*t, risk(c, i, *level, 1)))
+            .collect(),
+        ..Read::default()
     };
-    let summary = |level: RiskLevel| {
-        let read = Read {
-            risks: vec![(RiskType::Benchmark, risk("a", 0, level, 1))],
-            ..Read::default()
-        };
-        summarize(
-            &read,
-            &BTreeSet::new(),
-            &BTreeSet::new(),
-            jiff::Timestamp::UNIX_EPOCH,
-        )
-        .clusters
-    };
-    g.record(&summary(RiskLevel::High), 2_000);
-    g.record(&summary(RiskLevel::Low), 1_000); // an older read: ignored
-    let text = encode();
+    let scanned = rows.iter().map(|(c, _, _)| c.to_string()).collect();
+    summarize(
+        &read,
+        &scanned,
+        &BTreeSet::new(),
+        jiff::Timestamp::UNIX_EPOCH,
+    )
+    .clusters
+}
+
+fn series(ns: &str, cluster: &str, scan_type: &str, level: &str) -> String {
+    format!(
+        r#"hss_operator_findings{{namespace="{ns}",cluster_id="{cluster}",scan_type="{scan_type}",level="{level}"}}"#
+    )
+}
+
+#[test]
+fn gauges_keep_the_latest_read_per_cluster_and_a_bounded_number_of_clusters() {
+    let (g, registry) = registered();
+    let one = |level| found(&[("a", RiskType::Benchmark, level)]);
+    g.record("team-a", &one(RiskLevel::High), 2_000);
+    g.record("team-a", &one(RiskLevel::Low), 1_000); // an older read: ignored
+    let text = encode(&registry);
     assert!(
-        text.contains(
-            r#"hss_operator_findings{cluster_id="a",scan_type="benchmark",level="high"} 1"#
-        ),
+        text.contains(&format!("{} 1", series("team-a", "a", "benchmark", "high"))),
         "{text}"
     );
-    assert!(
-        text.contains(
-            r#"hss_operator_findings{cluster_id="a",scan_type="benchmark",level="low"} 0"#
-        )
-    );
-    g.record(&summary(RiskLevel::Low), 3_000);
-    let text = encode();
-    assert!(
-        text.contains(
-            r#"hss_operator_findings{cluster_id="a",scan_type="benchmark",level="high"} 0"#
-        )
-    );
+    assert!(text.contains(&format!("{} 0", series("team-a", "a", "benchmark", "low"))));
+    assert!(text.contains(
+        r#"hss_operator_cluster_last_scan_timestamp_seconds{namespace="team-a",cluster_id="a"}"#
+    ));
+    g.record("team-a", &one(RiskLevel::Low), 3_000);
+    let text = encode(&registry);
+    assert!(text.contains(&format!("{} 0", series("team-a", "a", "benchmark", "high"))));
 
     let many: Vec<_> = (0..gauges::MAX_CLUSTERS + 10)
         .map(|i| crate::crd::findings::ClusterFindings {
@@ -333,8 +347,220 @@ fn gauges_keep_the_latest_read_per_cluster_and_a_bounded_number_of_clusters() {
             ..Default::default()
         })
         .collect();
-    g.record(&many, 4_000);
-    assert_eq!(g.clusters(), gauges::MAX_CLUSTERS);
+    g.record("team-a", &many, 4_000);
+    assert_eq!(g.clusters_in("team-a"), gauges::MAX_CLUSTERS);
+}
+
+/// Namespaces a and b both scan cluster c (a shared cluster, or a tenant reading another's):
+/// each keeps its own series, whatever the other reads and when.
+#[test]
+fn two_namespaces_reading_the_same_cluster_keep_separate_series() {
+    let (g, registry) = registered();
+    g.record(
+        "team-a",
+        &found(&[("c", RiskType::RiskAssessment, RiskLevel::High)]),
+        1_000,
+    );
+    // b reads c later, with other scan types and nothing high.
+    g.record(
+        "team-b",
+        &found(&[("c", RiskType::Benchmark, RiskLevel::Low)]),
+        2_000,
+    );
+    let text = encode(&registry);
+    assert!(
+        text.contains(&format!(
+            "{} 1",
+            series("team-a", "c", "risk_assessment", "high")
+        )),
+        "a newer read from b does not drop or overwrite a's scan types: {text}"
+    );
+    assert!(text.contains(&format!("{} 1", series("team-b", "c", "benchmark", "low"))));
+    assert!(
+        !text.contains(&series("team-b", "c", "risk_assessment", "high")),
+        "b has only what b read"
+    );
+    assert!(!text.contains(&series("team-a", "c", "benchmark", "low")));
+
+    // A newer read from a replaces a's series of c as a whole: the scan type a no longer read
+    // goes, b's stay.
+    g.record(
+        "team-a",
+        &found(&[("c", RiskType::Benchmark, RiskLevel::Medium)]),
+        3_000,
+    );
+    let text = encode(&registry);
+    assert!(!text.contains(&series("team-a", "c", "risk_assessment", "high")));
+    assert!(text.contains(&format!(
+        "{} 1",
+        series("team-a", "c", "benchmark", "medium")
+    )));
+    assert!(text.contains(&format!("{} 1", series("team-b", "c", "benchmark", "low"))));
+    // An older read from b (one restored after a restart, say) changes nothing of a's or b's.
+    g.record(
+        "team-b",
+        &found(&[("c", RiskType::Benchmark, RiskLevel::High)]),
+        1_500,
+    );
+    let text = encode(&registry);
+    assert!(text.contains(&format!("{} 1", series("team-b", "c", "benchmark", "low"))));
+    assert!(text.contains(&format!("{} 0", series("team-b", "c", "benchmark", "high"))));
+
+    // Files the same way.
+    let file = |high| crate::crd::findings::FileFindings {
+        file_id: "f".into(),
+        counts: crate::crd::findings::LevelCounts {
+            high,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    g.record_files("team-a", &[file(2)], 1_000);
+    g.record_files("team-b", &[file(0)], 2_000);
+    let text = encode(&registry);
+    assert!(
+        text.contains(
+            r#"hss_operator_iac_findings{namespace="team-a",file_id="f",level="high"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"hss_operator_iac_findings{namespace="team-b",file_id="f",level="high"} 0"#
+        )
+    );
+}
+
+/// One namespace reading many clusters evicts only its own least recently read ones.
+#[test]
+fn the_eviction_cap_is_per_namespace() {
+    let (g, registry) = registered();
+    g.record(
+        "quiet",
+        &found(&[("q", RiskType::Benchmark, RiskLevel::High)]),
+        1,
+    );
+    g.record_files(
+        "quiet",
+        &[crate::crd::findings::FileFindings {
+            file_id: "qf".into(),
+            ..Default::default()
+        }],
+        1,
+    );
+    let clusters = |prefix: &str| -> Vec<crate::crd::findings::ClusterFindings> {
+        (0..gauges::MAX_CLUSTERS + 5)
+            .map(|i| crate::crd::findings::ClusterFindings {
+                cluster_id: format!("{prefix}{i}"),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let files: Vec<_> = (0..gauges::MAX_CLUSTERS + 5)
+        .map(|i| crate::crd::findings::FileFindings {
+            file_id: format!("f{i}"),
+            ..Default::default()
+        })
+        .collect();
+    g.record("busy", &clusters("b"), 2);
+    g.record_files("busy", &files, 2);
+    assert_eq!(g.clusters_in("busy"), gauges::MAX_CLUSTERS);
+    assert_eq!(
+        g.clusters_in("quiet"),
+        1,
+        "another namespace's reads evict none of quiet's"
+    );
+    assert_eq!(g.clusters(), gauges::MAX_CLUSTERS + 1);
+    let text = encode(&registry);
+    assert!(text.contains(&format!("{} 1", series("quiet", "q", "benchmark", "high"))));
+    assert!(
+        text.contains(
+            r#"hss_operator_iac_findings{namespace="quiet",file_id="qf",level="high"} 0"#
+        )
+    );
+    // busy's own oldest go: a later read of others pushes out b0.. (ties by id).
+    g.record("busy", &clusters("c")[..3], 3);
+    assert_eq!(g.clusters_in("busy"), gauges::MAX_CLUSTERS);
+    assert!(!encode(&registry).contains(
+        r#"hss_operator_cluster_last_scan_timestamp_seconds{namespace="busy",cluster_id="b0"}"#
+    ));
+    assert_eq!(g.clusters_in("quiet"), 1);
+}
+
+/// Whatever rows a read holds (a shared page, an unfiltered listing, a row HSS attributes to
+/// a cluster the task did not scan), the summary names only the task's own clusters and files.
+#[test]
+fn summaries_name_only_the_clusters_and_files_the_task_scanned() {
+    let read = Read {
+        risks: vec![
+            (RiskType::RiskAssessment, risk("mine", 0, RiskLevel::Low, 1)),
+            (
+                RiskType::RiskAssessment,
+                risk("theirs", 1, RiskLevel::High, 9),
+            ),
+        ],
+        reports: vec![ClusterReport {
+            report_id: None,
+            cluster_id: "theirs".into(),
+            cluster_name: None,
+            cluster_category: None,
+            severity: None,
+            local_image_vul_num: Some(40),
+            risk_config_num: Some(2),
+            privileged_container_num: Some(1),
+            scan_time: Some(1_700_000_000_000),
+        }],
+        ..Read::default()
+    };
+    let scanned = ["mine".to_string()].into();
+    let s = summarize(
+        &read,
+        &scanned,
+        &BTreeSet::new(),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    let text = serde_json::to_string(&s.findings).expect("json");
+    assert!(!text.contains("theirs"), "{text}");
+    assert!(s.clusters.iter().all(|c| c.cluster_id == "mine"));
+    assert_eq!((s.findings.total.high, s.findings.total.low), (0, 1));
+    assert_eq!(
+        s.findings
+            .security_check
+            .as_ref()
+            .map(|c| c.image_vulnerabilities),
+        Some(0),
+        "another cluster's checks are not summed in"
+    );
+    assert!(!s.findings.describe().contains("theirs"));
+
+    let row = hss_client::results::IacRisk {
+        risk_id: None,
+        rule_id: None,
+        risk_name: Some("r".into()),
+        risk_level: RiskLevel::High,
+        risk_category: None,
+        risk_num: Some(1),
+        last_scan_time: None,
+        description: None,
+        remediation: None,
+    };
+    let read = Read {
+        files: vec![("my-file".into(), row.clone()), ("their-file".into(), row)],
+        ..Read::default()
+    };
+    let s = summarize_files(
+        &read,
+        &["my-file".to_string()].into(),
+        &BTreeSet::new(),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    assert_eq!(s.files.len(), 1);
+    assert_eq!(s.findings.total.high, 1);
+    assert!(
+        !serde_json::to_string(&s.findings)
+            .expect("json")
+            .contains("their-file")
+    );
 }
 
 #[test]

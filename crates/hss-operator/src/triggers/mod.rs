@@ -36,6 +36,13 @@
 //!   status does not grow with the cluster and joins during operator downtime are noticed). The
 //!   run waits `settleSeconds` (default 60) after the first join is noticed, so a node pool
 //!   scaling up is scanned once. Nodes present when the trigger is created are the baseline.
+//! - What status shows of Nodes: counts, creation times, hashes and the version fingerprint;
+//!   node names and version strings only where the trigger's namespace may list Nodes
+//!   ([`access`]: a cached SubjectAccessReview, asked only for triggers with on.nodeJoined or
+//!   on.kubernetesUpgraded).
+//! - Template labels and annotations are copied to runs except the operator's own
+//!   (`hss.scanops.dev/...`): a run does not start with an adopt-task or resubmit instruction,
+//!   or a forged run-time, that its creator wrote into the template.
 //! - Upgrades: the API server's git version and the distinct kubelet versions, fingerprinted;
 //!   a different set becomes pending, and runs once it has stayed the same for `settleSeconds`
 //!   (a rolling upgrade restarts the wait at every step). Nodes without a reported kubelet
@@ -55,22 +62,24 @@
 //!   causes stay owed until the template changes.
 //! - Each call of [`run`] watches Nodes and polls the API server version itself.
 
+pub mod access;
 pub mod clock;
 pub mod decide;
 pub mod nodes;
+mod run;
 pub mod schedule;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DeleteParams, PostParams},
     runtime::{
         Controller, WatchStreamExt,
@@ -82,6 +91,7 @@ use kube::{
 use tracing::Instrument;
 
 pub use clock::{Clock, ManualClockHandle};
+pub use run::build_run;
 
 use crate::{
     controller_runtime::{self, events, retry::FailureStreaks},
@@ -148,6 +158,8 @@ struct Context {
     runs: Store<ClusterScanTask>,
     nodes: Store<NodeView>,
     api_server: tokio::sync::watch::Receiver<Option<String>>,
+    /// Whether a namespace's triggers may name Nodes and versions.
+    node_access: access::NodeAccess,
     /// Consecutive reconcile failures per trigger, for error_policy backoff.
     failures: FailureStreaks,
     /// Our own writes the caches may not show yet (see [`Context::catch_up`]).
@@ -260,6 +272,7 @@ pub async fn run(
         runs,
         nodes,
         api_server: api_server.clone(),
+        node_access: access::NodeAccess::new(kube.clone()),
         failures: FailureStreaks::default(),
         written: Mutex::default(),
     });
@@ -364,6 +377,14 @@ async fn reconcile_inner(trigger: Arc<ClusterScanTrigger>, ctx: &Context) -> Res
         None
     };
     let api_server = ctx.api_server.borrow().clone();
+    // Only a trigger that looks at Nodes has anything of them in status.
+    let node_details = if on.node_joined.is_some() || on.kubernetes_upgraded.is_some() {
+        ctx.node_access
+            .details(&trigger.namespace().unwrap_or_default())
+            .await
+    } else {
+        decide::NodeDetails::Hidden
+    };
 
     // Decide (pure). Times have the API's precision (whole seconds), so a status read back
     // compares equal to the one written.
@@ -381,6 +402,7 @@ async fn reconcile_inner(trigger: Arc<ClusterScanTrigger>, ctx: &Context) -> Res
         runs: &runs,
         nodes: nodes.as_deref(),
         api_server: api_server.as_deref(),
+        node_details,
     });
 
     // Act.
@@ -432,39 +454,6 @@ fn requeue_after(at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Duration 
     let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
     // A little late rather than early: an early wake-up only requeues again.
     (wait + Duration::from_millis(200)).clamp(Duration::from_secs(1), MAX_REQUEUE)
-}
-
-/// The ClusterScanTask for `planned`: template metadata and spec, owned by the trigger.
-pub fn build_run(
-    trigger: &ClusterScanTrigger,
-    planned: &PlannedRun,
-    run_time: jiff::Timestamp,
-) -> ClusterScanTask {
-    let template_meta = trigger.spec.template.metadata.clone().unwrap_or_default();
-    let mut labels: BTreeMap<String, String> = template_meta.labels;
-    labels.insert(TRIGGER_LABEL.into(), trigger.name_any());
-    labels.insert(RUN_REASON_LABEL.into(), planned.reason.as_str().into());
-    let mut annotations: BTreeMap<String, String> = template_meta.annotations;
-    annotations.insert(RUN_TIME_ANNOTATION.into(), run_time.to_string());
-    if let Some(at) = planned.scheduled {
-        annotations.insert(SCHEDULED_TIME_ANNOTATION.into(), at.to_string());
-    }
-    ClusterScanTask {
-        metadata: ObjectMeta {
-            name: Some(planned.name.clone()),
-            namespace: trigger.namespace(),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: trigger.controller_owner_ref(&()).map(|mut o| {
-                // Foreground deletion of a trigger waits for its runs.
-                o.block_owner_deletion = Some(true);
-                vec![o]
-            }),
-            ..Default::default()
-        },
-        spec: trigger.spec.template.spec.clone(),
-        status: None,
-    }
 }
 
 async fn create_run(
@@ -604,54 +593,6 @@ fn error_policy(trigger: Arc<ClusterScanTrigger>, err: &Error, ctx: Arc<Context>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runs_carry_the_template_links_to_the_trigger_and_their_times() {
-        let trigger: ClusterScanTrigger = serde_json::from_value(serde_json::json!({
-            "apiVersion": "hss.scanops.dev/v1alpha1",
-            "kind": "ClusterScanTrigger",
-            "metadata": {"name": "nightly", "namespace": "sec", "uid": "u-1"},
-            "spec": {"template": {
-                "metadata": {"labels": {"team": "sec"}, "annotations": {"note": "x"}},
-                "spec": {"taskType": "cluster_scan", "clusterScan": {"scanTypes": ["benchmark"], "rangeType": "all_cluster"}}
-            }}
-        }))
-        .expect("trigger");
-        let at: jiff::Timestamp = "2030-01-01T02:00:00Z".parse().expect("ts");
-        let planned = PlannedRun {
-            name: "nightly-0123456789".into(),
-            reason: crate::crd::RunReason::Schedule,
-            scheduled: Some(at),
-            causes: vec![],
-        };
-        let run = build_run(&trigger, &planned, at);
-        assert_eq!(
-            run.labels().get(TRIGGER_LABEL).map(String::as_str),
-            Some("nightly")
-        );
-        assert_eq!(
-            run.labels().get(RUN_REASON_LABEL).map(String::as_str),
-            Some("schedule")
-        );
-        assert_eq!(run.labels().get("team").map(String::as_str), Some("sec"));
-        assert_eq!(
-            run.annotations()
-                .get(SCHEDULED_TIME_ANNOTATION)
-                .map(String::as_str),
-            Some("2030-01-01T02:00:00Z")
-        );
-        let owner = &run.owner_references()[0];
-        assert_eq!(
-            (
-                owner.uid.as_str(),
-                owner.controller,
-                owner.block_owner_deletion
-            ),
-            ("u-1", Some(true), Some(true))
-        );
-        assert_eq!(run.spec, trigger.spec.template.spec);
-        assert_eq!(RunInfo::from_task(&run).run_time, Some(at));
-    }
 
     #[test]
     fn requeues_wake_a_little_after_the_time_and_never_sleep_too_long() {

@@ -181,7 +181,7 @@ async fn a_finished_scan_records_what_the_simulator_holds_in_status_events_metri
         "{note}"
     );
 
-    // The metrics show every cluster's counts.
+    // The metrics show every cluster's counts, under the object's namespace.
     let metrics = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .await
         .expect("scrape")
@@ -190,13 +190,13 @@ async fn a_finished_scan_records_what_the_simulator_holds_in_status_events_metri
         .expect("body");
     for ((cluster, scan_type), risks) in &by_cluster {
         let line = format!(
-            "hss_operator_findings{{cluster_id=\"{cluster}\",scan_type=\"{scan_type}\",level=\"high\"}} {}",
+            "hss_operator_findings{{namespace=\"{ns}\",cluster_id=\"{cluster}\",scan_type=\"{scan_type}\",level=\"high\"}} {}",
             counts(risks).high
         );
         assert!(metrics.contains(&line), "{line} not in the metrics");
     }
     let sample = format!(
-        "hss_operator_cluster_last_scan_timestamp_seconds{{cluster_id=\"{}\"}}",
+        "hss_operator_cluster_last_scan_timestamp_seconds{{namespace=\"{ns}\",cluster_id=\"{}\"}}",
         CLUSTERS[0]
     );
     assert!(metrics.contains(&sample), "{sample}");
@@ -310,7 +310,7 @@ async fn an_iac_scan_records_each_files_risks_and_leaves_out_the_file_that_faile
             .await
             .expect("body");
         let line = format!(
-            "hss_operator_iac_findings{{file_id=\"{file}\",level=\"high\"}} {}",
+            "hss_operator_iac_findings{{namespace=\"{ns}\",file_id=\"{file}\",level=\"high\"}} {}",
             c.high
         );
         assert!(c.total() == 0 || metrics.contains(&line), "{line}");

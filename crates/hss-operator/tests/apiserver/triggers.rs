@@ -500,19 +500,22 @@ async fn a_kubelet_upgrade_on_all_nodes_gives_one_run_after_the_versions_settle(
         serde_json::json!({"on": {"kubernetesUpgraded": {"settleSeconds": 120}}}),
     )
     .await;
+    // The test namespace may not list Nodes: status has counts and fingerprints, no version
+    // strings (see a_tenant_reading_a_trigger_sees_counts_but_no_node_names_or_versions).
     let t = env
         .wait_trigger("on-upgrade", 30, "versions observed", |t| {
             t.status
                 .as_ref()
                 .and_then(|s| s.versions.as_ref())
-                .is_some_and(|v| v.current.kubelets == ["v1.29.4"])
+                .is_some_and(|v| v.current.kubelet_versions == Some(1))
         })
         .await;
     let versions = t.status.and_then(|s| s.versions).expect("versions");
     assert!(
-        versions.current.api_server.is_some(),
-        "the API server version is part of it"
+        versions.current.api_server.is_none() && versions.current.kubelets.is_empty(),
+        "no version strings for a namespace that may not list Nodes"
     );
+    let before = versions.current.fingerprint.clone();
 
     let upgrade = |name: String| {
         let nodes = nodes.clone();
@@ -536,20 +539,28 @@ async fn a_kubelet_upgrade_on_all_nodes_gives_one_run_after_the_versions_settle(
             .as_ref()
             .and_then(|s| s.versions.as_ref())
             .and_then(|v| v.pending.as_ref())
-            .is_some_and(|p| p.kubelets == ["v1.29.4", "v1.30.1"])
+            .is_some_and(|p| p.kubelet_versions == Some(2))
     })
     .await;
     env.advance(SignedDuration::from_secs(60));
     upgrade(names[1].clone()).await;
     upgrade(names[2].clone()).await;
-    env.wait_trigger("on-upgrade", 30, "new versions pending", |t| {
-        t.status
-            .as_ref()
-            .and_then(|s| s.versions.as_ref())
-            .and_then(|v| v.pending.as_ref())
-            .is_some_and(|p| p.kubelets == ["v1.30.1"])
-    })
-    .await;
+    let t = env
+        .wait_trigger("on-upgrade", 30, "new versions pending", |t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.versions.as_ref())
+                .and_then(|v| v.pending.as_ref())
+                .is_some_and(|p| p.kubelet_versions == Some(1))
+        })
+        .await;
+    let after = t
+        .status
+        .and_then(|s| s.versions)
+        .and_then(|v| v.pending)
+        .expect("pending")
+        .fingerprint;
+    assert_ne!(after, before, "one version on every Node, a different one");
     assert!(env.runs("on-upgrade").await.is_empty(), "not settled yet");
 
     env.advance(SignedDuration::from_secs(121));
@@ -558,7 +569,7 @@ async fn a_kubelet_upgrade_on_all_nodes_gives_one_run_after_the_versions_settle(
             t.status
                 .as_ref()
                 .and_then(|s| s.versions.as_ref())
-                .is_some_and(|v| v.pending.is_none() && v.current.kubelets == ["v1.30.1"])
+                .is_some_and(|v| v.pending.is_none() && v.current.fingerprint == after)
         })
         .await;
     assert_eq!(
@@ -742,5 +753,178 @@ async fn an_operator_restart_mid_schedule_creates_no_duplicate_and_downtime_at_m
     .await;
     assert_eq!(runs.len(), 2, "one catch-up, not three");
     assert_eq!(env.runs("restart").await.len(), 2);
+    env.stop().await;
+}
+
+/// Node names (private IP addresses on CCE) and version strings stay out of a trigger's status
+/// where its namespace may not list Nodes: a tenant who may read the trigger sees counts, the
+/// watermark and the fingerprint. A namespace whose ServiceAccounts may list Nodes sees them.
+#[tokio::test]
+async fn a_tenant_reading_a_trigger_sees_counts_but_no_node_names_or_versions() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let env = Env::start("trig-private", SimConfig::default()).await;
+    let group = format!("private-{}", std::process::id() % 100_000);
+    let version = env
+        .client
+        .apiserver_version()
+        .await
+        .expect("version")
+        .git_version;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let names: Vec<String> = (0..2).map(|i| node_name(&group, i)).collect();
+    for n in &names {
+        nodes
+            .create(&PostParams::default(), &node(n, &group, None))
+            .await
+            .expect("create Node");
+    }
+    let spec = serde_json::json!({"on": {
+        "nodeJoined": {"selector": {"matchLabels": {"hss-test": group}}},
+        "kubernetesUpgraded": {}}});
+    env.create("private", spec.clone()).await;
+    let observed = |t: &ClusterScanTrigger| {
+        t.status
+            .as_ref()
+            .is_some_and(|s| s.nodes.as_ref().is_some_and(|n| n.count == 2) && s.versions.is_some())
+    };
+    env.wait_trigger("private", 30, "Nodes and versions observed", observed)
+        .await;
+
+    // The tenant may read triggers in its namespace, nothing about Nodes.
+    let tenant_client = hss_testkit::identity::tenant(&env.client, &env.ns).await;
+    let apply = PatchParams::apply("hss-tests").force();
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "trigger-reader"},
+        "rules": [{"apiGroups": ["hss.scanops.dev"], "resources": ["clusterscantriggers"], "verbs": ["get"]}],
+    }))
+    .expect("role");
+    Api::<Role>::namespaced(env.client.clone(), &env.ns)
+        .patch("trigger-reader", &apply, &Patch::Apply(&role))
+        .await
+        .expect("Role");
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "trigger-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trigger-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": env.ns}],
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(env.client.clone(), &env.ns)
+        .patch("trigger-reader", &apply, &Patch::Apply(&binding))
+        .await
+        .expect("RoleBinding");
+    let as_tenant: Api<ClusterScanTrigger> = Api::namespaced(tenant_client, &env.ns);
+    let seen = as_tenant.get("private").await.expect("the tenant reads it");
+    let text = serde_json::to_string(&seen.status).expect("json");
+    for secret in names.iter().chain([&version]) {
+        assert!(!text.contains(secret.as_str()), "{secret} in {text}");
+    }
+    let st = seen.status.expect("status");
+    let n = st.nodes.expect("nodes");
+    assert_eq!(n.count, 2);
+    assert!(n.newest_names.is_empty() && !n.newest_ids.is_empty());
+    let v = st.versions.expect("versions");
+    assert!(v.current.api_server.is_none() && !v.current.fingerprint.is_empty());
+
+    // A namespace whose ServiceAccounts may list Nodes sees names and versions.
+    let shown_ns = namespace(&env.client, "trig-shown").await;
+    let lister: ClusterRole = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "hss-test-node-lister"},
+        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}],
+    }))
+    .expect("cluster role");
+    Api::<ClusterRole>::all(env.client.clone())
+        .patch("hss-test-node-lister", &apply, &Patch::Apply(&lister))
+        .await
+        .expect("ClusterRole");
+    let crb_name = format!("hss-test-node-lister-{shown_ns}");
+    let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": crb_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "hss-test-node-lister"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                      "name": format!("system:serviceaccounts:{shown_ns}")}],
+    }))
+    .expect("binding");
+    let crbs: Api<ClusterRoleBinding> = Api::all(env.client.clone());
+    crbs.patch(&crb_name, &apply, &Patch::Apply(&crb))
+        .await
+        .expect("ClusterRoleBinding");
+    let shown = Triggers::start(&env.client, &shown_ns, env.clock.clone());
+    let shown_api: Api<ClusterScanTrigger> = Api::namespaced(env.client.clone(), &shown_ns);
+    shown_api
+        .create(&PostParams::default(), &trigger("shown", spec))
+        .await
+        .expect("create trigger");
+    let named = tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(shown_api, "shown", |o: Option<&ClusterScanTrigger>| {
+            o.and_then(|t| t.status.as_ref()).is_some_and(|s| {
+                s.nodes.as_ref().is_some_and(|n| !n.newest_names.is_empty())
+                    && s.versions
+                        .as_ref()
+                        .is_some_and(|v| v.current.api_server.is_some())
+            })
+        }),
+    )
+    .await
+    .expect("names shown within 30 s")
+    .expect("watch")
+    .and_then(|t| t.status)
+    .expect("status");
+    let listed = named.nodes.expect("nodes").newest_names;
+    assert!(listed.iter().all(|n| names.contains(n)), "{listed:?}");
+    assert_eq!(
+        named.versions.expect("versions").current.api_server,
+        Some(version)
+    );
+    shown.stop().await;
+    let _ = crbs.delete(&crb_name, &DeleteParams::default()).await;
+    delete_nodes(&env.client, &group).await;
+    env.stop().await;
+}
+
+/// `hss.scanops.dev/*` annotations of a template instruct the operator; a run created from it
+/// does not carry them (an adopt-task there would have every run adopt that task).
+#[tokio::test]
+async fn a_templates_adopt_task_annotation_is_not_copied_to_its_runs() {
+    let env = Env::start("trig-template", SimConfig::default()).await;
+    let mut t = trigger("adopting", serde_json::json!({"cooldown": "0s"}));
+    let meta = t
+        .spec
+        .template
+        .metadata
+        .get_or_insert_with(Default::default);
+    meta.annotations.insert(
+        "hss.scanops.dev/adopt-task".into(),
+        "someone-elses-task".into(),
+    );
+    meta.annotations.insert("note".into(), "kept".into());
+    t.metadata.annotations = Some([(RUN_NOW_ANNOTATION.to_string(), "1".to_string())].into());
+    env.cst
+        .create(&PostParams::default(), &t)
+        .await
+        .expect("create trigger");
+    let runs = env
+        .wait_runs("adopting", 30, "one run", |r| !r.is_empty())
+        .await;
+    let run = &runs[0];
+    assert!(
+        !run.annotations().contains_key("hss.scanops.dev/adopt-task"),
+        "{:?}",
+        run.annotations()
+    );
+    assert_eq!(
+        run.annotations().get("note").map(String::as_str),
+        Some("kept")
+    );
+    // It is submitted as a run of its own.
+    wait_for(&env.tasks, &run.name_any(), 60, |o| {
+        phase(o) == Some(Phase::Succeeded)
+    })
+    .await;
+    assert_eq!(env.sim.created_tasks().len(), 1);
     env.stop().await;
 }

@@ -22,7 +22,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use detect::version_set;
+pub use detect::{NodeDetails, redact, version_set};
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -91,6 +91,8 @@ pub struct Inputs<'a> {
     pub nodes: Option<&'a [Arc<NodeView>]>,
     /// The API server's git version; None until known.
     pub api_server: Option<&'a str>,
+    /// Whether status may name Nodes and versions.
+    pub node_details: NodeDetails,
 }
 
 /// A run to create.

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use super::{
     Decision, Inputs, Invalid, Note, Plan, PlannedRun, READY, RUN_PENDING, RunInfo, describe,
-    detect::{observe_joins, observe_versions, version_set},
+    detect::{NodeDetails, observe_joins, observe_versions, redact, version_set},
     max_time, run_name, run_ref, settling_or_idle,
 };
 use crate::controller_runtime::conditions::set as set_condition;
@@ -72,6 +72,7 @@ pub(super) struct Draft<'a> {
     generation: Option<i64>,
     old: ClusterScanTriggerStatus,
     st: ClusterScanTriggerStatus,
+    details: NodeDetails,
     d: Decision,
 }
 
@@ -87,6 +88,7 @@ impl<'a> Draft<'a> {
             generation: t.metadata.generation,
             old,
             st,
+            details: inp.node_details,
             d: Decision {
                 status: ClusterScanTriggerStatus::default(),
                 create: None,
@@ -98,7 +100,10 @@ impl<'a> Draft<'a> {
     }
 
     /// The decision, with the status built.
+    /// The decision, with the status built: node names and versions only where shown,
+    /// whatever the status started from.
     pub(super) fn finish(mut self) -> Decision {
+        redact(&mut self.st, self.details);
         self.d.status = self.st;
         self.d
     }
@@ -287,6 +292,7 @@ impl<'a> Draft<'a> {
                     selector,
                     now,
                     self.t.spec.suspend,
+                    self.details,
                 );
                 if observed.pending_joins > 0
                     && let Some(since) = observed.pending_since.as_ref().map(|t| t.0)
@@ -326,7 +332,7 @@ impl<'a> Draft<'a> {
         match (plan.upgraded, nodes, api_server) {
             (None, _, _) => self.st.versions = None,
             (Some(settle), Some(nodes), Some(api_server)) => {
-                let seen = version_set(api_server, nodes);
+                let seen = version_set(api_server, nodes, self.details);
                 let observed =
                     observe_versions(self.old.versions.as_ref(), seen, now, self.t.spec.suspend);
                 if let (Some(pending), Some(since)) = (

@@ -60,6 +60,7 @@ fn decide_at(t: &ClusterScanTrigger, now: &str, runs: &[RunInfo]) -> Decision {
         runs,
         nodes: Some(&[]),
         api_server: Some("v1.30.0"),
+        node_details: NodeDetails::Hidden,
     })
 }
 
@@ -352,6 +353,7 @@ fn decide_nodes(t: &ClusterScanTrigger, now: &str, nodes: &[Arc<NodeView>]) -> D
         runs: &[],
         nodes: Some(nodes),
         api_server: Some("v1.30.0"),
+        node_details: NodeDetails::Shown,
     })
 }
 
@@ -471,6 +473,7 @@ fn an_upgrade_runs_once_after_the_version_set_has_settled() {
         runs: &[],
         nodes: Some(&at(&["v1.30.0"])),
         api_server: Some("v1.31.0"),
+        node_details: NodeDetails::Shown,
     });
     assert!(d.status.versions.expect("versions").pending.is_some());
 }
@@ -560,4 +563,124 @@ fn a_run_whose_status_write_was_lost_is_still_the_last_run() {
     );
     assert_eq!(d.status.last_run_name.as_deref(), Some("r2"));
     assert_eq!(d.status.last_run_reason, Some(RunReason::Schedule));
+}
+
+fn decide_hidden(t: &ClusterScanTrigger, now: &str, nodes: &[Arc<NodeView>]) -> Decision {
+    decide(&Inputs {
+        trigger: t,
+        now: ts(now),
+        runs: &[],
+        nodes: Some(nodes),
+        api_server: Some("v1.30.0-r4"),
+        node_details: NodeDetails::Hidden,
+    })
+}
+
+fn both_trigger(status: serde_json::Value) -> ClusterScanTrigger {
+    trigger(
+        json!({"on": {"nodeJoined": {"selector": {"matchLabels": {"pool": "a"}}, "settleSeconds": 0},
+                      "kubernetesUpgraded": {"settleSeconds": 0}}}),
+        status,
+    )
+}
+
+/// Where the trigger's namespace may not list Nodes, its status has counts, times, hashes and
+/// the fingerprint: no node name (a private IP on CCE) and no version string. Detection works
+/// the same: a second Node created in the same second as the newest one still joins.
+#[test]
+fn without_node_access_status_names_no_node_and_no_version_and_joins_are_still_seen() {
+    let pool = json!({"pool": "a"});
+    let mut nodes = vec![node("192.168.0.11", CREATED, pool.clone(), "v1.29.8-r0")];
+    let t = both_trigger(json!({}));
+    let d = decide_hidden(&t, "2030-01-01T00:00:10Z", &nodes);
+    let text = serde_json::to_string(&d.status).expect("json");
+    for secret in ["192.168.0.11", "v1.29.8", "v1.30.0"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let n = d.status.nodes.clone().expect("nodes");
+    assert_eq!((n.count, n.newest_ids.len()), (1, 1));
+    assert!(n.newest_names.is_empty());
+    let v = d.status.versions.clone().expect("versions");
+    assert_eq!(v.current.kubelet_versions, Some(1));
+    assert!(v.current.api_server.is_none() && v.current.kubelets.is_empty());
+    assert!(!v.current.fingerprint.is_empty());
+
+    // Same second, another Node: joined. The one seen before: not.
+    let t = with_status(&t, &d);
+    nodes.push(node("192.168.0.12", CREATED, pool.clone(), "v1.29.8-r0"));
+    let d = decide_hidden(&t, "2030-01-01T00:00:20Z", &nodes);
+    assert_eq!(
+        d.create.clone().expect("a run").reason,
+        RunReason::NodeJoined
+    );
+    assert!(
+        !serde_json::to_string(&d.status)
+            .expect("json")
+            .contains("192.168.0.12")
+    );
+    let t = with_status(&t, &d);
+    let d = decide_hidden(&t, "2030-01-01T00:30:00Z", &nodes);
+    assert!(d.create.is_none(), "both Nodes are known by their ids now");
+}
+
+/// Names and versions are what a namespace that may list Nodes sees; the fingerprint is the
+/// same either way, so access changing is not an upgrade.
+#[test]
+fn with_node_access_names_and_versions_are_shown_and_the_fingerprint_is_the_same() {
+    let nodes = vec![node("n1", CREATED, json!({"pool": "a"}), "v1.29.8-r0")];
+    let t = both_trigger(json!({}));
+    let shown = decide(&Inputs {
+        trigger: &t,
+        now: ts("2030-01-01T00:00:10Z"),
+        runs: &[],
+        nodes: Some(&nodes),
+        api_server: Some("v1.30.0-r4"),
+        node_details: NodeDetails::Shown,
+    });
+    let hidden = decide_hidden(&t, "2030-01-01T00:00:10Z", &nodes);
+    let n = shown.status.nodes.clone().expect("nodes");
+    assert_eq!(n.newest_names, ["n1"]);
+    let (vs, vh) = (
+        shown.status.versions.clone().expect("versions"),
+        hidden.status.versions.clone().expect("versions"),
+    );
+    assert_eq!(vs.current.api_server.as_deref(), Some("v1.30.0-r4"));
+    assert_eq!(vs.current.kubelets, ["v1.29.8-r0"]);
+    assert_eq!(vs.current.fingerprint, vh.current.fingerprint);
+    let t = with_status(&t, &shown);
+    let d = decide_hidden(&t, "2030-01-01T00:10:00Z", &nodes);
+    assert!(
+        d.create.is_none(),
+        "hiding the details is not a version change"
+    );
+}
+
+/// A status written by an earlier version (or while the namespace could list Nodes) loses
+/// its names and versions at the next decision; the Nodes it named are still not new.
+#[test]
+fn names_and_versions_already_in_status_are_taken_out_when_access_is_hidden() {
+    let pool = json!({"pool": "a"});
+    let nodes = vec![node("n1", CREATED, pool.clone(), "v1.29.8-r0")];
+    let seen = decide(&Inputs {
+        trigger: &both_trigger(json!({})),
+        now: ts("2030-01-01T00:00:10Z"),
+        runs: &[],
+        nodes: Some(&nodes),
+        api_server: Some("v1.30.0-r4"),
+        node_details: NodeDetails::Shown,
+    });
+    let versions =
+        serde_json::to_value(seen.status.versions.clone().expect("versions")).expect("json");
+    let t = both_trigger(json!({
+        "nodes": {"count": 1, "newestCreationTime": CREATED, "newestNames": ["n1"]},
+        "versions": versions,
+    }));
+    let d = decide_hidden(&t, "2030-01-01T00:01:00Z", &nodes);
+    assert!(
+        d.create.is_none(),
+        "n1 was seen (by name) and the versions are unchanged"
+    );
+    let text = serde_json::to_string(&d.status).expect("json");
+    assert!(!text.contains("n1") && !text.contains("v1.29.8"), "{text}");
+    assert_eq!(d.status.nodes.expect("nodes").newest_ids.len(), 1);
 }
