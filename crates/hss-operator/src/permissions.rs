@@ -359,7 +359,10 @@ mod tests {
             ],
             "cluster-scoped even when the operator watches one namespace"
         );
-        assert!(reviews(false).is_empty(), "--metrics-insecure reviews nothing");
+        assert!(
+            reviews(false).is_empty(),
+            "--metrics-insecure reviews nothing"
+        );
     }
 
     #[test]

@@ -42,9 +42,10 @@ pub async fn reader_role(admin: &Client, name: &str) {
 
 /// ServiceAccount `ns/sa`, created unless it exists.
 pub async fn service_account(admin: &Client, ns: &str, sa: &str) {
-    let obj: ServiceAccount =
-        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}))
-            .expect("ServiceAccount");
+    let obj: ServiceAccount = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
+    )
+    .expect("ServiceAccount");
     Api::<ServiceAccount>::namespaced(admin.clone(), ns)
         .patch(sa, &apply(), &Patch::Apply(&obj))
         .await

@@ -363,7 +363,11 @@ mod tests {
                 Some("abc"),
                 "the scheme is case-insensitive",
             ),
-            (Some("Bearer   abc "), Some("abc"), "spaces around the token"),
+            (
+                Some("Bearer   abc "),
+                Some("abc"),
+                "spaces around the token",
+            ),
             (Some("Bearer "), None, "an empty token"),
             (Some("Bearer"), None, "no token at all"),
             (Some("Basic dXNlcjpwdw=="), None, "another scheme"),
@@ -436,7 +440,9 @@ mod tests {
         async fn authenticate(&self, token: &str) -> Result<Option<User>, Error> {
             self.authn.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
-                return Err(Error::TokenReview(kube::Error::LinesCodecMaxLineLengthExceeded));
+                return Err(Error::TokenReview(
+                    kube::Error::LinesCodecMaxLineLengthExceeded,
+                ));
             }
             Ok(["reader", "other"].contains(&token).then(|| User {
                 name: format!("system:serviceaccount:ns:{token}"),
@@ -451,7 +457,10 @@ mod tests {
     }
 
     fn calls(f: &Fake) -> (usize, usize) {
-        (f.authn.load(Ordering::SeqCst), f.authz.load(Ordering::SeqCst))
+        (
+            f.authn.load(Ordering::SeqCst),
+            f.authz.load(Ordering::SeqCst),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,30 +469,59 @@ mod tests {
         let gate = Gate::new(fake.clone(), CacheConfig::default());
 
         assert_eq!(gate.check(None).await, Verdict::Unauthenticated);
-        assert_eq!(gate.check(Some("Basic abc")).await, Verdict::Unauthenticated);
-        assert_eq!(calls(&fake), (0, 0), "no token: the API server is not asked");
+        assert_eq!(
+            gate.check(Some("Basic abc")).await,
+            Verdict::Unauthenticated
+        );
+        assert_eq!(
+            calls(&fake),
+            (0, 0),
+            "no token: the API server is not asked"
+        );
 
         assert_eq!(gate.check(Some("Bearer reader")).await, Verdict::Allowed);
         assert_eq!(gate.check(Some("Bearer other")).await, Verdict::Forbidden);
-        assert_eq!(gate.check(Some("Bearer forged")).await, Verdict::Unauthenticated);
-        assert_eq!(calls(&fake), (3, 2), "an unauthenticated token is not authorized");
+        assert_eq!(
+            gate.check(Some("Bearer forged")).await,
+            Verdict::Unauthenticated
+        );
+        assert_eq!(
+            calls(&fake),
+            (3, 2),
+            "an unauthenticated token is not authorized"
+        );
 
         tokio::time::advance(Duration::from_secs(9)).await;
         for _ in 0..5 {
             assert_eq!(gate.check(Some("Bearer reader")).await, Verdict::Allowed);
             assert_eq!(gate.check(Some("Bearer other")).await, Verdict::Forbidden);
-            assert_eq!(gate.check(Some("Bearer forged")).await, Verdict::Unauthenticated);
+            assert_eq!(
+                gate.check(Some("Bearer forged")).await,
+                Verdict::Unauthenticated
+            );
         }
-        assert_eq!(calls(&fake), (3, 2), "within the TTLs every answer is cached");
+        assert_eq!(
+            calls(&fake),
+            (3, 2),
+            "within the TTLs every answer is cached"
+        );
 
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(gate.check(Some("Bearer other")).await, Verdict::Forbidden);
         assert_eq!(gate.check(Some("Bearer reader")).await, Verdict::Allowed);
-        assert_eq!(calls(&fake), (4, 3), "after 10 s a refusal is asked again, not an allowance");
+        assert_eq!(
+            calls(&fake),
+            (4, 3),
+            "after 10 s a refusal is asked again, not an allowance"
+        );
 
         tokio::time::advance(Duration::from_secs(20)).await;
         assert_eq!(gate.check(Some("Bearer reader")).await, Verdict::Allowed);
-        assert_eq!(calls(&fake), (5, 4), "after 30 s an allowance is asked again");
+        assert_eq!(
+            calls(&fake),
+            (5, 4),
+            "after 30 s an allowance is asked again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -491,7 +529,10 @@ mod tests {
         let fake = std::sync::Arc::new(Fake::default());
         let gate = Gate::new(fake.clone(), CacheConfig::default());
         fake.down.store(true, Ordering::SeqCst);
-        assert_eq!(gate.check(Some("Bearer reader")).await, Verdict::Unavailable);
+        assert_eq!(
+            gate.check(Some("Bearer reader")).await,
+            Verdict::Unavailable
+        );
         fake.down.store(false, Ordering::SeqCst);
         assert_eq!(gate.check(Some("Bearer reader")).await, Verdict::Allowed);
         assert_eq!(calls(&fake), (2, 1), "the failure was not cached");

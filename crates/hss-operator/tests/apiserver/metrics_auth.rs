@@ -76,8 +76,19 @@ async fn metrics_answer_401_without_a_valid_token_403_without_the_role_and_200_w
     let probe = |path: &str| {
         let url = format!("http://127.0.0.1:{admin_port}{path}");
         let http = http.clone();
-        async move { http.get(url).send().await.expect("admin port").status().as_u16() }
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("admin port")
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(probe("/livez").await, 200);
-    assert_eq!(probe("/metrics").await, 404, "no /metrics on the admin port");
+    assert_eq!(
+        probe("/metrics").await,
+        404,
+        "no /metrics on the admin port"
+    );
 }

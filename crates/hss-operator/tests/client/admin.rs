@@ -89,7 +89,9 @@ impl Server {
 
     /// `GET https://.../PATH` on the metrics server, with `token` as bearer token.
     async fn get_metrics(&self, path: &str, token: Option<&str>) -> (u16, String, String) {
-        let mut req = self.http.get(format!("https://{}{path}", self.metrics_addr));
+        let mut req = self
+            .http
+            .get(format!("https://{}{path}", self.metrics_addr));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -288,7 +290,11 @@ async fn metrics_need_a_token_the_reviews_allow_and_are_not_on_the_admin_port() 
         "a 401 names the scheme"
     );
     assert_eq!(server.get_metrics("/other", Some("reader")).await.0, 404);
-    assert_eq!(server.get("/metrics").await.0, 404, "the admin port serves probes only");
+    assert_eq!(
+        server.get("/metrics").await.0,
+        404,
+        "the admin port serves probes only"
+    );
     let plain = server
         .http
         .get(format!("http://{}/metrics", server.metrics_addr))
@@ -324,9 +330,15 @@ async fn a_mounted_certificate_is_the_one_served_and_a_scraper_trusting_it_verif
     let der = write_cert(&dir);
     let resolver = secure_metrics::certificate(Some(&dir)).expect("load the mounted certificate");
     assert_eq!(resolver.leaf().as_ref(), der.as_slice());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let router = secure_metrics::router(Arc::new(Metrics::new()), FakeReviews, CacheConfig::default());
+    let router = secure_metrics::router(
+        Arc::new(Metrics::new()),
+        FakeReviews,
+        CacheConfig::default(),
+    );
     let task = tokio::spawn(secure_metrics::serve_tls(
         listener,
         secure_metrics::tls_config(resolver).expect("tls"),
@@ -352,7 +364,10 @@ async fn a_mounted_certificate_is_the_one_served_and_a_scraper_trusting_it_verif
 #[test]
 fn a_cert_dir_without_a_matching_key_fails_start_up() {
     let dir = cert_dir("bad");
-    assert!(secure_metrics::certificate(Some(&dir)).is_err(), "empty dir");
+    assert!(
+        secure_metrics::certificate(Some(&dir)).is_err(),
+        "empty dir"
+    );
     write_cert(&dir);
     let other = cert_dir("other");
     write_cert(&other);
@@ -370,19 +385,34 @@ async fn a_rotated_certificate_is_served_after_the_next_check() {
     let dir = cert_dir("rotated");
     let first = write_cert(&dir);
     let resolver = secure_metrics::certificate(Some(&dir)).expect("load");
-    let watch = tokio::spawn(secure_metrics::watch_cert_dir(dir.clone(), resolver.clone()));
+    let watch = tokio::spawn(secure_metrics::watch_cert_dir(
+        dir.clone(),
+        resolver.clone(),
+    ));
     tokio::time::advance(secure_metrics::CERT_RECHECK).await;
     tokio::task::yield_now().await;
-    assert_eq!(resolver.leaf().as_ref(), first.as_slice(), "unchanged files: same certificate");
+    assert_eq!(
+        resolver.leaf().as_ref(),
+        first.as_slice(),
+        "unchanged files: same certificate"
+    );
     // Kubernetes swaps the mounted files; an unreadable state keeps the previous certificate.
     std::fs::write(dir.join("tls.key"), "garbage").expect("break the key");
     tokio::time::advance(secure_metrics::CERT_RECHECK).await;
     tokio::task::yield_now().await;
-    assert_eq!(resolver.leaf().as_ref(), first.as_slice(), "a broken key is not taken");
+    assert_eq!(
+        resolver.leaf().as_ref(),
+        first.as_slice(),
+        "a broken key is not taken"
+    );
     let second = write_cert(&dir);
     tokio::time::advance(secure_metrics::CERT_RECHECK).await;
     tokio::task::yield_now().await;
-    assert_eq!(resolver.leaf().as_ref(), second.as_slice(), "the rotated certificate is served");
+    assert_eq!(
+        resolver.leaf().as_ref(),
+        second.as_slice(),
+        "the rotated certificate is served"
+    );
     watch.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }

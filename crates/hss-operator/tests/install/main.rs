@@ -596,7 +596,11 @@ async fn default_values_run_one_ready_replica_that_completes_a_scan_and_stops_on
         }
     };
     assert_eq!(scrape(None).await.0, 401, "no token");
-    assert_eq!(scrape(Some(unbound)).await.0, 403, "a token without the role");
+    assert_eq!(
+        scrape(Some(unbound)).await.0,
+        403,
+        "a token without the role"
+    );
     let (status, body) = scrape(Some(prometheus)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("hss_operator_reconciles_total"), "{body}");
