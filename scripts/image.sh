@@ -21,7 +21,8 @@
 #    (user 65532:65532, read-only root filesystem, every capability dropped, no privilege
 #    escalation): `--version`, then `run` against a throw-away API server
 #    (scripts/control-plane.sh) and the HSS simulator until one ClusterScanTask is Succeeded,
-#    with /readyz and /metrics probed as the kubelet and Prometheus would.
+#    with /readyz probed as the kubelet would and /metrics scraped as Prometheus does (HTTPS,
+#    a ServiceAccount token bound to a metrics-reader ClusterRole; 401 without a token).
 #
 # Everything lives under target/image (storage with the vfs driver; nothing touches the host's
 # images) and one run at a time holds target/image/.lock. The base is assembled once and
@@ -243,6 +244,7 @@ api POST /api/v1/namespaces application/json "$OUT/namespace.json" >/dev/null
 # The pod's user must be able to read its credentials, as it reads its projected token.
 install -m 0600 -o 65532 -g 65532 "$CP/kubeconfig" "$OUT/kubeconfig"
 admin_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 CONTAINER=hss-operator-smoke-$$
 # The chart's args (deployment.yaml) with the simulator as endpoint and credentials from the
 # environment (credentials.mode=env); --poll-interval 1s (the budget still spaces the polls).
@@ -250,7 +252,7 @@ CONTAINER=hss-operator-smoke-$$
   -v "$OUT/kubeconfig:/etc/hss-operator/kubeconfig:ro" -e KUBECONFIG=/etc/hss-operator/kubeconfig \
   -e HUAWEICLOUD_SDK_AK=AKDEMO -e HUAWEICLOUD_SDK_SK=SKDEMO \
   -e POD_NAME="$CONTAINER" -e POD_NAMESPACE="$NS" \
-  "$IMAGE" run --admin-listen="127.0.0.1:$admin_port" --log-format=json --log-filter=info \
+  "$IMAGE" run --admin-listen="127.0.0.1:$admin_port" --metrics-listen="127.0.0.1:$metrics_port" --log-format=json --log-filter=info \
   --poll-interval=1s --budget-per-minute=5 --endpoint="$HSS" --allow-insecure-endpoints --project-id=demo \
   --namespace="$NS" --claims-configmap="$NS/hss-operator-claims" --disable-triggers >/dev/null
 running() {
@@ -289,8 +291,26 @@ while :; do
   sleep 1
 done
 task=$(field 'o["status"]["taskId"]' <<<"$obj")
-# Exactly one HSS task for one object, as the operator's own metrics count it.
-metrics=$(curl -sS --max-time 5 "http://127.0.0.1:$admin_port/metrics")
+# Exactly one HSS task for one object, as the operator's own metrics count it, read as
+# Prometheus reads them: HTTPS (self-signed, not verified) with a ServiceAccount token that a
+# metrics-reader ClusterRole allows; without a token the answer is 401.
+printf '%s' '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"prometheus"}}' >"$OUT/sa.json"
+api POST "/api/v1/namespaces/$NS/serviceaccounts" application/json "$OUT/sa.json" >/dev/null
+printf '%s' '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"hss-smoke-metrics-reader"},
+  "rules":[{"nonResourceURLs":["/metrics"],"verbs":["get"]}]}' >"$OUT/reader.json"
+api POST /apis/rbac.authorization.k8s.io/v1/clusterroles application/json "$OUT/reader.json" >/dev/null ||
+  api GET /apis/rbac.authorization.k8s.io/v1/clusterroles/hss-smoke-metrics-reader >/dev/null
+printf '%s' "{\"apiVersion\":\"rbac.authorization.k8s.io/v1\",\"kind\":\"ClusterRoleBinding\",\"metadata\":{\"name\":\"hss-smoke-metrics-reader-$NS\"},
+  \"roleRef\":{\"apiGroup\":\"rbac.authorization.k8s.io\",\"kind\":\"ClusterRole\",\"name\":\"hss-smoke-metrics-reader\"},
+  \"subjects\":[{\"kind\":\"ServiceAccount\",\"name\":\"prometheus\",\"namespace\":\"$NS\"}]}" >"$OUT/binding.json"
+api POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings application/json "$OUT/binding.json" >/dev/null
+printf '%s' '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":600}}' >"$OUT/token.json"
+reader_token=$(api POST "/api/v1/namespaces/$NS/serviceaccounts/prometheus/token" application/json "$OUT/token.json" |
+  field 'o["status"]["token"]')
+[ -n "$reader_token" ] || die "no TokenRequest token for the metrics reader"
+unauthenticated=$(curl -sSk --max-time 5 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$metrics_port/metrics")
+[ "$unauthenticated" = 401 ] || die "/metrics without a token answered $unauthenticated, expected 401"
+metrics=$(curl -sSk --fail-with-body --max-time 5 -H "Authorization: Bearer $reader_token" "https://127.0.0.1:$metrics_port/metrics")
 grep -qx 'hss_operator_hss_calls_total{api="CreateTask",outcome="success"} 1' <<<"$metrics" ||
   { grep '^hss_operator_hss_calls_total' <<<"$metrics" >&2; die "/metrics does not count exactly one successful CreateTask"; }
 phase_done "scan"

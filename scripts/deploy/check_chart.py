@@ -45,6 +45,9 @@ SCENARIOS = {
         "admin": {"bindAddress": "::", "port": 9090},
         "service": {"enabled": True},
         "metrics": {
+            "port": 9443,
+            "certSecret": "hss-operator-metrics-tls",
+            "reader": {"subjects": [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}]},
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
             "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}, "alertLabels": {"team": "security"}},
         },
@@ -150,7 +153,13 @@ PROM_SCHEMAS = {
                 "endpoints": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "additionalProperties": False, "required": ["port"], "properties": {
                         "port": {"type": "string"}, "path": {"type": "string"},
-                        "interval": PROMDUR, "scrapeTimeout": PROMDUR}}},
+                        "interval": PROMDUR, "scrapeTimeout": PROMDUR,
+                        "scheme": {"enum": ["http", "https"]}, "bearerTokenFile": {"type": "string"},
+                        "tlsConfig": {"type": "object", "additionalProperties": False, "properties": {
+                            "insecureSkipVerify": {"type": "boolean"}, "serverName": {"type": "string"},
+                            "ca": {"type": "object", "additionalProperties": False, "properties": {
+                                "secret": {"type": "object", "additionalProperties": False, "required": ["name", "key"],
+                                           "properties": {"name": {"type": "string"}, "key": {"type": "string"}}}}}}}}}},
             }},
         },
     },
@@ -321,6 +330,9 @@ def check_render(name, values, objs, notes):
     admin_port = values.get("admin", {}).get("port", 8080)
     if {"name": "admin", "containerPort": admin_port, "protocol": "TCP"} not in c.get("ports", []):
         fail(where, f"no container port admin/{admin_port}")
+    metrics_port = values.get("metrics", {}).get("port", 8443)
+    if {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"} not in c.get("ports", []):
+        fail(where, f"no container port metrics/{metrics_port}")
     for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
         get = c.get(probe, {}).get("httpGet", {})
         if get.get("path") != path or get.get("port") != "admin":
@@ -341,6 +353,17 @@ def check_render(name, values, objs, notes):
     if len(set(flags)) != len(flags):
         fail(where, f"repeated flag in {args}")
     argv = {a.split("=", 1)[0]: (a.split("=", 1) + [None])[1] for a in args[1:]}
+
+    # Metrics: HTTPS on the metrics port behind Kubernetes auth, never the insecure mode; a
+    # mounted certificate when metrics.certSecret names one.
+    if not (argv.get("--metrics-listen") or "").endswith(f":{metrics_port}"):
+        fail(where, f"--metrics-listen is {argv.get('--metrics-listen')}, expected port {metrics_port}")
+    if "--metrics-insecure" in argv:
+        fail(where, "the chart must never serve /metrics without auth")
+    cert_secret = values.get("metrics", {}).get("certSecret", "")
+    cert_mount = next((m for m in c.get("volumeMounts", []) if m["name"] == "metrics-tls"), None)
+    if bool(cert_secret) != bool(cert_mount) or (cert_mount and argv.get("--metrics-cert-dir") != cert_mount["mountPath"]):
+        fail(where, "--metrics-cert-dir and its mount do not follow metrics.certSecret")
 
     # Credentials: env from the Secret, or a reference; nothing without existingSecret.
     cred = merged({"existingSecret": "", "mode": "env"}, values.get("credentials", {}))
@@ -414,11 +437,23 @@ def check_render(name, values, objs, notes):
     roles = by_kind.get("Role", []) + by_kind.get("ClusterRole", [])
     role_names = {(r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"]) for r in roles}
     sa_name = pod.get("serviceAccountName")
+    reader = values.get("metrics", {}).get("reader", {})
+    readers = [r for r in by_kind.get("ClusterRole", []) if r["metadata"]["name"].endswith("-metrics-reader")]
+    if len(readers) != (1 if reader.get("create", True) else 0):
+        fail(where, "the metrics-reader ClusterRole does not follow metrics.reader.create")
+    for r in readers:
+        if r["rules"] != [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]:
+            fail(where, f"the metrics-reader ClusterRole grants {r['rules']}, expected get on /metrics only")
     for b in by_kind.get("RoleBinding", []) + by_kind.get("ClusterRoleBinding", []):
         ref = b["roleRef"]
         ns = b["metadata"].get("namespace") if ref["kind"] == "Role" else None
         if (ref["kind"], ns, ref["name"]) not in role_names:
             fail(where, f"{b['kind']}/{b['metadata']['name']} binds missing {ref['kind']}/{ref['name']}")
+        if any(ref["name"] == r["metadata"]["name"] for r in readers):
+            # The scrapers' binding: whoever metrics.reader.subjects names, only when it names someone.
+            if not reader.get("subjects") or b["subjects"] != reader["subjects"]:
+                fail(where, f"{b['kind']}/{b['metadata']['name']} does not bind exactly metrics.reader.subjects")
+            continue
         if b["subjects"] != [{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]:
             fail(where, f"{b['kind']}/{b['metadata']['name']} binds someone else: {b['subjects']}")
     if values.get("serviceAccount", {}).get("create", True) and not any(
@@ -483,16 +518,24 @@ def check_render(name, values, objs, notes):
     for s in svcs:
         if not subset(s["spec"]["selector"], pod_labels):
             fail(where, "Service selector does not match the pods")
-        if [p.get("targetPort") for p in s["spec"]["ports"]] != ["admin"]:
-            fail(where, "Service must target the admin port only")
+        if [p.get("targetPort") for p in s["spec"]["ports"]] != ["admin", "metrics"]:
+            fail(where, "Service must target the admin and metrics ports only")
     sms = by_kind.get("ServiceMonitor", [])
     if bool(sms) != sm_on:
         fail(where, "ServiceMonitor does not follow metrics.serviceMonitor.enabled")
     for sm in sms:
         if not svcs or not subset(sm["spec"]["selector"]["matchLabels"], svcs[0]["metadata"]["labels"]):
             fail(where, "ServiceMonitor selects no Service")
-        elif {e["port"] for e in sm["spec"]["endpoints"]} != {p["name"] for p in svcs[0]["spec"]["ports"]}:
-            fail(where, "ServiceMonitor scrapes a port the Service does not have")
+        elif {e["port"] for e in sm["spec"]["endpoints"]} != {"metrics"}:
+            fail(where, "ServiceMonitor must scrape the Service's metrics port only")
+        for e in sm["spec"]["endpoints"]:
+            tls = e.get("tlsConfig", {})
+            if e.get("scheme") != "https" or not e.get("bearerTokenFile"):
+                fail(where, "ServiceMonitor must scrape over https with Prometheus's token")
+            if bool(tls.get("insecureSkipVerify")) == bool(cert_secret):
+                fail(where, "ServiceMonitor skips verification exactly when no metrics.certSecret is mounted")
+            if cert_secret and tls.get("ca", {}).get("secret", {}).get("name") != cert_secret:
+                fail(where, "ServiceMonitor does not verify with metrics.certSecret's CA")
         if sm["spec"].get("namespaceSelector", {}).get("matchNames") != [NAMESPACE]:
             fail(where, "ServiceMonitor namespaceSelector is not the release namespace")
     rules_on = metrics.get("prometheusRule", {}).get("enabled", False)
@@ -521,8 +564,8 @@ def check_render(name, values, objs, notes):
         if sorted(np["spec"]["policyTypes"]) != ["Egress", "Ingress"]:
             fail(where, "NetworkPolicy must restrict ingress and egress")
         for rule in np["spec"].get("ingress", []):
-            if [p.get("port") for p in rule.get("ports", [])] != ["admin"]:
-                fail(where, "NetworkPolicy ingress is open beyond the admin port")
+            if [p.get("port") for p in rule.get("ports", [])] != ["metrics"]:
+                fail(where, "NetworkPolicy ingress is open beyond the metrics port")
         egress_ports = {p.get("port") for r in np["spec"]["egress"] for p in r.get("ports", [])}
         if not {53, 443} <= egress_ports:
             fail(where, "NetworkPolicy egress lacks DNS or HTTPS")

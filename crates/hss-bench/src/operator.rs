@@ -23,8 +23,10 @@ pub struct OperatorSettings<'a> {
     pub extra_args: &'a [String],
 }
 
-/// Starts `bin run` with a fresh log; `RUST_LOG` is `BENCH_OPERATOR_LOG`, else `info`.
-pub fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<Child> {
+/// Starts `bin run` with a fresh log; `RUST_LOG` is `BENCH_OPERATOR_LOG`, else `info`. Returns
+/// it with the port of its metrics server, plain http without auth (`--metrics-insecure`):
+/// authenticated scrapes would add TokenReviews to the API requests the bench counts.
+pub fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<(Child, u16)> {
     let _ = std::fs::remove_file(&s.log);
     let log = std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into());
     let process =
@@ -38,11 +40,13 @@ pub fn start_operator(bin: &Path, s: &OperatorSettings<'_>) -> anyhow::Result<Ch
                 humantime::format_duration(s.poll_interval).to_string(),
                 "--admin-listen".into(),
                 format!("127.0.0.1:{}", s.admin_port),
+                "--metrics-insecure".into(),
             ])
             .args(s.extra_args)
             .env("POD_NAME", "bench")
             .env("RUST_LOG", &log);
-    process.spawn().context("start hss-operator run")
+    let child = process.spawn().context("start hss-operator run")?;
+    Ok((child, process.metrics_port()))
 }
 
 /// Polls `/readyz` every `poll` until it answers 200; fails once `since` is `timeout` ago.
@@ -85,9 +89,10 @@ fn step_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// Per submission step: mean, and p50 and p99 as histogram bucket bounds ("<= X ms"), in
-/// milliseconds, from the operator's `hss_operator_submission_step_duration_seconds` (empty if
-/// the metrics are unreadable).
-pub async fn submission_steps(http: &reqwest::Client, port: u16) -> Vec<(String, String)> {
+/// milliseconds, from the operator's `hss_operator_submission_step_duration_seconds` on its
+/// (insecure) metrics port (empty if the metrics are unreadable).
+pub async fn submission_steps(http: &reqwest::Client, metrics_port: u16) -> Vec<(String, String)> {
+    let port = metrics_port;
     let Ok(resp) = http
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()

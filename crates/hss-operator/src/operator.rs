@@ -1,5 +1,6 @@
 //! The operator process (`hss-operator run`): flags composed from each controller's own, the
-//! Kubernetes client, the admin server, the start-up permission check, leader election, the
+//! Kubernetes client, the admin server (probes), the metrics server (HTTPS behind
+//! TokenReview + SubjectAccessReview), the start-up permission check, leader election, the
 //! controllers (ClusterScanTask, and ClusterScanTrigger unless disabled) and signals.
 //!
 //! With leader election the controllers run only while this replica leads. When the lease
@@ -40,9 +41,13 @@ pub struct RunArgs {
     #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
-    /// Address of the admin server: /livez, /readyz, /metrics.
+    /// Address of the admin server: /livez and /readyz, plain HTTP (/metrics is on
+    /// --metrics-listen).
     #[arg(long, env = "HSS_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     pub admin_listen: std::net::SocketAddr,
+
+    #[command(flatten)]
+    pub metrics: crate::controller_runtime::secure_metrics::MetricsArgs,
 
     /// Elect a leader through a coordination.k8s.io Lease; only the leader reconciles.
     #[arg(long, env = "HSS_LEADER_ELECTION")]
@@ -85,6 +90,10 @@ pub enum Error {
     Kube(#[source] kube::Error),
     #[error("failed to start the admin server")]
     Admin(#[source] std::io::Error),
+    #[error("failed to start the metrics server")]
+    MetricsListen(#[source] std::io::Error),
+    #[error("failed to start the metrics server")]
+    Metrics(#[source] crate::controller_runtime::secure_metrics::Error),
     #[error("failed to start: the operator's identity lacks permissions (see the chart's RBAC):\n  - {}", .0.join("\n  - "))]
     Forbidden(Vec<String>),
     #[error("the ClusterScanTask controller failed")]
@@ -97,6 +106,8 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Admin(_) => "admin",
+            Error::MetricsListen(_) => "metrics_listen",
+            Error::Metrics(e) => e.category(),
             Error::Forbidden(_) => "forbidden",
             Error::Controller(e) => e.category(),
         }
@@ -135,6 +146,7 @@ impl RunArgs {
             claims: self.scans.claims_configmap.as_ref(),
             credentials: credentials.as_ref(),
             policies: self.tenancy.mode == crate::tenancy::Mode::Policy,
+            metrics_auth: !self.metrics.metrics_insecure,
         })
     }
 
@@ -227,10 +239,25 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
     let admin = tokio::spawn(crate::controller_runtime::admin::serve(
         listener,
-        metrics.clone(),
         readiness.clone(),
         shutdown.clone(),
     ));
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics.metrics_listen)
+        .await
+        .map_err(Error::MetricsListen)?;
+    let metrics_server = crate::controller_runtime::secure_metrics::serve(
+        metrics_listener,
+        &args.metrics,
+        metrics.clone(),
+        kube.clone(),
+        shutdown.clone(),
+    )
+    .map_err(Error::Metrics)?;
+    let metrics_server = tokio::spawn(async move {
+        if let Err(e) = metrics_server.await {
+            tracing::error!(category = e.category(), error = %crate::report_error(&e), "metrics server stopped");
+        }
+    });
 
     // Every replica checks everything it may need before it campaigns, so a missing
     // permission fails each pod at start, not only the one that happens to lead.
@@ -304,6 +331,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     leadership.release().await;
     tracing::info!("stopped");
     let _ = admin.await;
+    let _ = metrics_server.await;
     Ok(())
 }
 

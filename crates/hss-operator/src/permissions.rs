@@ -120,6 +120,8 @@ pub struct Settings<'a> {
     pub credentials: Option<&'a ObjectName>,
     /// `--tenancy policy`: ClusterScanPolicies and Namespaces are read.
     pub policies: bool,
+    /// `/metrics` behind TokenReview + SubjectAccessReview (unless `--metrics-insecure`).
+    pub metrics_auth: bool,
 }
 
 /// What `run` needs with these settings. Pure.
@@ -134,6 +136,7 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         claims,
         credentials,
         policies,
+        metrics_auth,
     } = *settings;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -241,6 +244,24 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
             needs.push(need(verb, "", "namespaces", None, None));
         }
     }
+    if metrics_auth {
+        // The metrics server asks who a scraper's token belongs to, and whether it may read
+        // /metrics (`controller_runtime::metrics_auth`). Both reviews are cluster-scoped.
+        needs.push(need(
+            "create",
+            "authentication.k8s.io",
+            "tokenreviews",
+            None,
+            None,
+        ));
+        needs.push(need(
+            "create",
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            None,
+            None,
+        ));
+    }
     if let Some(secret) = credentials {
         // Read when an object names no Secret of its own; by name, wherever it lives.
         needs.push(Need {
@@ -274,6 +295,15 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
             });
         }
     }
+    // The trigger controller and the metrics server both review access: ask once.
+    let mut seen = Vec::with_capacity(needs.len());
+    needs.retain(|n| {
+        let new = !seen.contains(n);
+        if new {
+            seen.push(n.clone());
+        }
+        new
+    });
     needs
 }
 
@@ -355,6 +385,33 @@ mod tests {
             )
             .to_string(),
             "patch clusterscantasks.hss.scanops.dev/status in all namespaces"
+        );
+    }
+
+    #[test]
+    fn secure_metrics_need_both_reviews_cluster_wide_and_insecure_metrics_none() {
+        let reviews = |metrics_auth| -> Vec<String> {
+            required(&Settings {
+                namespaces: &["a".into()],
+                metrics_auth,
+                ..Default::default()
+            })
+            .into_iter()
+            .filter(|n| n.resource.ends_with("reviews"))
+            .map(|n| n.to_string())
+            .collect()
+        };
+        assert_eq!(
+            reviews(true),
+            [
+                "create tokenreviews.authentication.k8s.io in all namespaces",
+                "create subjectaccessreviews.authorization.k8s.io in all namespaces",
+            ],
+            "cluster-scoped even when the operator watches one namespace"
+        );
+        assert!(
+            reviews(false).is_empty(),
+            "--metrics-insecure reviews nothing"
         );
     }
 

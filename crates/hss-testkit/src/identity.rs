@@ -17,10 +17,9 @@ use serde_json::json;
 
 use crate::cluster::{client_from, control_plane};
 
-/// A kubeconfig at `path` holding only a one-hour TokenRequest token of ServiceAccount
-/// `ns/sa` (which must exist).
-pub async fn service_account_kubeconfig(admin: &Client, ns: &str, sa: &str, path: &Path) {
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+/// A one-hour TokenRequest token of ServiceAccount `ns/sa` (which must exist).
+pub async fn service_account_token(admin: &Client, ns: &str, sa: &str) -> String {
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
         .create_token_request(
             sa,
             &PostParams::default(),
@@ -37,7 +36,13 @@ pub async fn service_account_kubeconfig(admin: &Client, ns: &str, sa: &str, path
         .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"))
         .status
         .expect("token")
-        .token;
+        .token
+}
+
+/// A kubeconfig at `path` holding only a one-hour TokenRequest token of ServiceAccount
+/// `ns/sa` (which must exist).
+pub async fn service_account_kubeconfig(admin: &Client, ns: &str, sa: &str, path: &Path) {
+    let token = service_account_token(admin, ns, sa).await;
     let admin_kc = Kubeconfig::read_from(&control_plane().kubeconfig).expect("kubeconfig");
     let cluster = admin_kc.clusters[0].cluster.as_ref().expect("cluster");
     let kc = json!({

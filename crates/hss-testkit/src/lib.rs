@@ -6,10 +6,12 @@
 //!   that is stopped when dropped. Everything here returns errors (the bench adds context).
 //! - [`cluster`]: the same for a test, panicking with context, plus the operator's `run` in
 //!   process, manifests and waits; [`identity`]: ServiceAccount kubeconfigs; [`tls`]: an
-//!   https front for a plain-http test server.
+//!   https front for a plain-http test server; [`metrics`]: scraping the operator's
+//!   authenticated `/metrics`.
 
 pub mod cluster;
 pub mod identity;
+pub mod metrics;
 pub mod tls;
 
 use std::{
@@ -117,14 +119,16 @@ pub async fn namespace(client: &Client, name: &str) -> Result<String, Error> {
 
 /// `hss-operator run` as a child process against a simulator at `endpoint` (plain http, hence
 /// `--allow-insecure-endpoints`) with the simulator's default key in its environment, and
-/// nothing else of the caller's environment but `PATH`. Add flags and variables, then
-/// [`OperatorProcess::command`].
+/// nothing else of the caller's environment but `PATH`; its metrics server on a free loopback
+/// port ([`OperatorProcess::metrics_port`]), so that processes side by side do not share the
+/// default 8443. Add flags and variables, then [`OperatorProcess::command`].
 #[derive(Debug, Clone)]
 pub struct OperatorProcess {
     bin: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
+    metrics_port: u16,
 }
 
 impl OperatorProcess {
@@ -155,7 +159,13 @@ impl OperatorProcess {
                 ("NO_COLOR".into(), "1".into()),
             ],
             log: log.to_path_buf(),
+            metrics_port: free_port().unwrap_or(0),
         }
+    }
+
+    /// The loopback port of its metrics server (`--metrics-listen 127.0.0.1:PORT`).
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     /// More flags.
@@ -186,6 +196,10 @@ impl OperatorProcess {
             .open(&self.log)?;
         let mut cmd = Command::new(&self.bin);
         cmd.args(&self.args)
+            .args([
+                "--metrics-listen".to_string(),
+                format!("127.0.0.1:{}", self.metrics_port),
+            ])
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -179,7 +179,7 @@ async fn idle_variant(env: &Env, cli: &Cli, c: &Created, v: &Variant) -> anyhow:
     let calls0 = sim_calls(&env.http, &sim_url).await?;
     let w0 = env.proxy.counts.snap();
     let spawned = Instant::now();
-    let mut op = start_operator(
+    let (mut op, _) = start_operator(
         &v.bin,
         &OperatorSettings {
             namespace: &c.ns,

@@ -1,4 +1,6 @@
-//! The admin server: `/livez`, `/readyz` and `/metrics` on their own port.
+//! The admin server: `/livez` and `/readyz`, plain HTTP on their own port (`--admin-listen`),
+//! for the kubelet. `/metrics` is not here: it is served over HTTPS behind Kubernetes auth by
+//! [`super::secure_metrics`] (`404` on this port).
 //!
 //! - `/livez`: `200 ok` while the process serves HTTP at all. It checks nothing else, so a
 //!   slow API server or HSS never gets the pod restarted.
@@ -9,7 +11,6 @@
 //!   finish; leadership is the `hss_operator_leader` gauge and the Lease's holder. Only with
 //!   [`Readiness::set_leader_required`] (`--ready-requires-lease`) is readiness also the lease.
 //!   Otherwise `503` with a one-line reason.
-//! - `/metrics`: [`Metrics::encode`] in the OpenMetrics text format.
 
 use std::{
     future::Future,
@@ -22,12 +23,10 @@ use std::{
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
-
-use crate::metrics::{self, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -99,32 +98,24 @@ impl Readiness {
     }
 }
 
-#[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    readiness: Readiness,
-}
-
 /// The routes, for serving on a listener of the caller's choice.
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+pub fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(AppState { metrics, readiness })
+        .with_state(readiness)
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin server listening");
     }
-    axum::serve(listener, router(metrics, readiness))
+    axum::serve(listener, router(readiness))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(Error::Serve)
@@ -134,19 +125,11 @@ async fn livez() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    match state.readiness.not_ready_reason() {
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    match readiness.not_ready_reason() {
         None => (StatusCode::OK, "ok").into_response(),
         Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
     }
-}
-
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.encode(),
-    )
-        .into_response()
 }
 
 /// The `hss_operator_leader` gauge: 1 while this replica holds the leader lease (or leader

@@ -12,7 +12,9 @@
 //! - [`retry`]: backoff and the failure-streak error policy;
 //! - [`lists`]: how the first list is read (streamed where the server can);
 //! - [`lease`]: leader election on a `coordination.k8s.io` Lease;
-//! - [`admin`]: the health probes and the metrics endpoint.
+//! - [`admin`]: the health probes, plain;
+//! - [`secure_metrics`]: `/metrics` over HTTPS, for callers [`metrics_auth`] lets in
+//!   (TokenReview + SubjectAccessReview, cached briefly).
 
 pub mod admin;
 pub mod cache;
@@ -21,7 +23,9 @@ pub mod events;
 pub mod finalizers;
 pub mod lease;
 pub mod lists;
+pub mod metrics_auth;
 pub mod retry;
+pub mod secure_metrics;
 pub mod status;
 pub mod superseded;
 

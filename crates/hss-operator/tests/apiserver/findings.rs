@@ -89,10 +89,9 @@ async fn a_finished_scan_records_what_the_simulator_holds_in_status_events_metri
     })
     .await
     .expect("simulator");
-    let admin_port = free_port();
-    let _op = fast_operator(&ns, &sim.base_url(), "findings-operator", admin_port)
-        .spawn()
-        .expect("start hss-operator run");
+    let op = fast_operator(&ns, &sim.base_url(), "findings-operator", free_port());
+    let metrics_port = op.metrics_port();
+    let _op = op.spawn().expect("start hss-operator run");
 
     let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
     let ids: Vec<String> = CLUSTERS.iter().map(|c| c.to_string()).collect();
@@ -182,12 +181,7 @@ async fn a_finished_scan_records_what_the_simulator_holds_in_status_events_metri
     );
 
     // The metrics show every cluster's counts, under the object's namespace.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let metrics = hss_testkit::metrics::metrics(metrics_port).await;
     for ((cluster, scan_type), risks) in &by_cluster {
         let line = format!(
             "hss_operator_findings{{namespace=\"{ns}\",cluster_id=\"{cluster}\",scan_type=\"{scan_type}\",level=\"high\"}} {}",
@@ -251,10 +245,9 @@ async fn an_iac_scan_records_each_files_risks_and_leaves_out_the_file_that_faile
     })
     .await
     .expect("simulator");
-    let admin_port = free_port();
-    let _op = fast_operator(&ns, &sim.base_url(), "findings-iac-operator", admin_port)
-        .spawn()
-        .expect("start hss-operator run");
+    let op = fast_operator(&ns, &sim.base_url(), "findings-iac-operator", free_port());
+    let metrics_port = op.metrics_port();
+    let _op = op.spawn().expect("start hss-operator run");
     // File ids starting with "bad" fail in the simulator.
     let files = ["app-deploy", "web-chart", "worker-job", "bad-values"];
     let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
@@ -303,12 +296,7 @@ async fn an_iac_scan_records_each_files_risks_and_leaves_out_the_file_that_faile
                 .unwrap_or_else(|| panic!("{file} missing: {found:?}"));
             assert_eq!(listed.counts, c, "{file}");
         }
-        let metrics = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body");
+        let metrics = hss_testkit::metrics::metrics(metrics_port).await;
         let line = format!(
             "hss_operator_iac_findings{{namespace=\"{ns}\",file_id=\"{file}\",level=\"high\"}} {}",
             c.high

@@ -13,8 +13,8 @@ use kube::{
     api::{ListParams, PostParams},
 };
 
-/// SIGKILLed when dropped: a crash, not a graceful stop.
-struct Proc(hss_testkit::Child);
+/// SIGKILLed when dropped: a crash, not a graceful stop. With its metrics port.
+struct Proc(hss_testkit::Child, u16);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -36,7 +36,7 @@ fn operator(name: &str, ns: &str, sim: &str, admin_port: u16) -> Proc {
 fn operator_with(name: &str, ns: &str, sim: &str, admin_port: u16, extra: &[&str]) -> Proc {
     let log = repo().join(format!("target/leader-{name}.log"));
     let _ = std::fs::remove_file(&log);
-    let child = hss_testkit::OperatorProcess::new(
+    let process = hss_testkit::OperatorProcess::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_hss-operator")),
         &control_plane().kubeconfig,
         ns,
@@ -54,10 +54,9 @@ fn operator_with(name: &str, ns: &str, sim: &str, admin_port: u16, extra: &[&str
     .args(extra)
     .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
     .env("POD_NAME", name)
-    .env("RUST_LOG", "info,hss_operator=debug")
-    .spawn()
-    .expect("start hss-operator run");
-    Proc(child)
+    .env("RUST_LOG", "info,hss_operator=debug");
+    let child = process.spawn().expect("start hss-operator run");
+    Proc(child, process.metrics_port())
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -90,14 +89,9 @@ async fn readyz(port: u16) -> u16 {
     }
 }
 
-/// `hss_operator_leader` from the replica's /metrics.
-async fn leader_gauge(port: u16) -> Option<u8> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+/// `hss_operator_leader` from the replica's /metrics (on its metrics port).
+async fn leader_gauge(proc: &Proc) -> Option<u8> {
+    let text = hss_testkit::metrics::try_metrics(proc.1).await?;
     text.lines()
         .find_map(|l| l.strip_prefix("hss_operator_leader "))
         .and_then(|v| v.trim().parse().ok())
@@ -132,8 +126,9 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_within_the_lease
     await_ready(ports[leader], 200).await;
     // A standby is ready too (rollouts must finish); leadership is the gauge.
     await_ready(ports[standby], 200).await;
-    assert_eq!(leader_gauge(ports[leader]).await, Some(1));
-    assert_eq!(leader_gauge(ports[standby]).await, Some(0));
+    let gauge = |i: usize| leader_gauge(procs[i].as_ref().expect("running"));
+    assert_eq!(gauge(leader).await, Some(1));
+    assert_eq!(gauge(standby).await, Some(0));
 
     for i in 0..5 {
         api.create(
@@ -213,7 +208,7 @@ async fn a_single_process_without_election_serves_admin_endpoints_and_reconciles
         .expect("simulator");
     let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
     let port = free_port();
-    let _op = operator_with("solo", &ns, &sim.base_url(), port, &[]);
+    let op = operator_with("solo", &ns, &sim.base_url(), port, &[]);
     await_ready(port, 200).await;
     let livez = reqwest::get(format!("http://127.0.0.1:{port}/livez"))
         .await
@@ -226,12 +221,7 @@ async fn a_single_process_without_election_serves_admin_endpoints_and_reconciles
         phase(o) == Some(Phase::Succeeded)
     })
     .await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hss_testkit::metrics::metrics(op.1).await;
     for family in [
         "hss_operator_reconciles_total",
         "hss_operator_hss_calls_total",

@@ -6,9 +6,9 @@
 //! resolves them), a TokenRequest token for the chart's ServiceAccount and nothing else.
 //!
 //! What stands in for the kubelet (there is no kubelet, scheduler or controller-manager here):
-//! one `hss-operator` process per pod, on an admin port of its own (in a cluster each pod has
-//! its own network namespace; here they share loopback, so `--admin-listen`'s port is the one
-//! value the test changes); the rendered probes run with their path, initial delay, period,
+//! one `hss-operator` process per pod, on an admin and a metrics port of its own (in a cluster
+//! each pod has its own network namespace; here they share loopback, so `--admin-listen`'s and
+//! `--metrics-listen`'s ports are the values the test changes); the rendered probes run with their path, initial delay, period,
 //! timeout and failure threshold; termination is SIGTERM, then SIGKILL after
 //! `terminationGracePeriodSeconds`. A rolling update is played as the Deployment controller
 //! plays `maxSurge: 1, maxUnavailable: 0`: a new pod, Ready, then an old one terminated.
@@ -219,6 +219,8 @@ impl Probe {
 /// One pod of the Deployment: the operator process and its probes.
 struct Pod {
     name: String,
+    /// The loopback port of its metrics server (the container's `metrics` port).
+    metrics_port: u16,
     child: Child,
     ready: watch::Receiver<Option<bool>>,
     live: watch::Receiver<Option<bool>>,
@@ -251,6 +253,23 @@ impl Pod {
             "{listen} listens on the containerPort the probes use"
         );
         *listen = format!("--admin-listen=127.0.0.1:{port}");
+        let metrics_port = free_port();
+        let metrics_listen = args
+            .iter_mut()
+            .find(|a| a.starts_with("--metrics-listen="))
+            .expect("the Deployment sets --metrics-listen");
+        let named_metrics = container["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "metrics")
+            .and_then(|p| p["containerPort"].as_u64())
+            .expect("a container port named metrics");
+        assert!(
+            metrics_listen.ends_with(&format!(":{named_metrics}")),
+            "{metrics_listen} listens on the metrics containerPort"
+        );
+        *metrics_listen = format!("--metrics-listen=127.0.0.1:{metrics_port}");
         let env = resolve_env(admin, release, name).await;
         let log = std::fs::File::create(log_dir().join(format!("{name}.log"))).expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hss-operator"))
@@ -271,6 +290,7 @@ impl Pod {
         let liveness = Probe::from(&container["livenessProbe"], container);
         Pod {
             name: name.into(),
+            metrics_port,
             child,
             ready,
             live,
@@ -587,6 +607,43 @@ async fn default_values_run_one_ready_replica_that_completes_a_scan_and_stops_on
         .delete("refused", &Default::default())
         .await
         .expect("delete the refused scan");
+
+    // /metrics as Prometheus reads it: over HTTPS with its ServiceAccount's token, once that is
+    // bound to the chart's metrics-reader ClusterRole; the operator's own identity (which
+    // reviews the tokens with the chart's RBAC) may not read them.
+    let reader = format!("{}-metrics-reader", inst.release.name);
+    assert!(
+        inst.release
+            .of_kind("ClusterRole")
+            .any(|r| r["metadata"]["name"] == reader.as_str()),
+        "the chart renders {reader}"
+    );
+    hss_testkit::metrics::service_account(&inst.admin, &ns, "prometheus").await;
+    hss_testkit::metrics::bind(&inst.admin, &reader, &ns, "prometheus").await;
+    let prometheus = identity::service_account_token(&inst.admin, &ns, "prometheus").await;
+    let operator_sa = inst.release.deployment()["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName")
+        .to_string();
+    let unbound = identity::service_account_token(&inst.admin, &ns, &operator_sa).await;
+    let scrape = |token: Option<String>| {
+        let port = pod.metrics_port;
+        async move {
+            hss_testkit::metrics::scrape(port, token.as_deref())
+                .await
+                .expect("the metrics server answers")
+        }
+    };
+    assert_eq!(scrape(None).await.0, 401, "no token");
+    assert_eq!(
+        scrape(Some(unbound)).await.0,
+        403,
+        "a token without the role"
+    );
+    let (status, body) = scrape(Some(prometheus)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("hss_operator_reconciles_total"), "{body}");
+
     pod.assert_up();
     let took = pod.terminate(inst.release.grace()).await;
     println!("default: stopped {took:?} after SIGTERM");

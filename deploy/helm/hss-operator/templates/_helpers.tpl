@@ -75,6 +75,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* host:port for --metrics-listen: admin.bindAddress with metrics.port. */}}
+{{- define "hss-operator.metricsListen" -}}
+{{- $host := .Values.admin.bindAddress }}
+{{- if contains ":" $host }}
+{{- printf "[%s]:%d" $host (int .Values.metrics.port) }}
+{{- else }}
+{{- printf "%s:%d" $host (int .Values.metrics.port) }}
+{{- end }}
+{{- end }}
+
+{{/* Where metrics.certSecret is mounted (--metrics-cert-dir). */}}
+{{- define "hss-operator.metricsCertDir" -}}
+/etc/hss-operator/metrics-tls
+{{- end }}
+
 {{/*
 Rules the operator needs wherever it watches ClusterScanTasks: cluster-wide in a ClusterRole,
 or in a Role per watched namespace. Every verb is one the code uses (scripts/check-deploy.sh

@@ -135,7 +135,7 @@ struct Running {
     sim: Child,
     sim_url: String,
     op: Child,
-    admin_port: u16,
+    metrics_port: u16,
     calls0: Calls,
     w0: CountSnap,
 }
@@ -163,7 +163,7 @@ async fn start(
     let admin_port = hss_testkit::free_port()?;
     let calls0 = sim_calls(&env.http, &sim_url).await?;
     let w0 = env.proxy.counts.snap();
-    let op = start_operator(
+    let (op, metrics_port) = start_operator(
         &variant.bin,
         &OperatorSettings {
             namespace: &ns,
@@ -191,7 +191,7 @@ async fn start(
         sim,
         sim_url,
         op,
-        admin_port,
+        metrics_port,
         calls0,
         w0,
     })
@@ -256,7 +256,7 @@ async fn finish(
     watch: tokio::task::JoinHandle<()>,
 ) -> anyhow::Result<End> {
     let stats = proc_stats(r.op.pid());
-    let steps = submission_steps(&env.http, r.admin_port).await;
+    let steps = submission_steps(&env.http, r.metrics_port).await;
     let calls1 = sim_calls(&env.http, &r.sim_url).await?;
     let writes = env.proxy.counts.snap() - r.w0;
     watch.abort();
