@@ -128,13 +128,17 @@ pub async fn find_by_id(
     Ok(page.data_list.into_iter().find(|t| t.task_id == task_id))
 }
 
-/// Whether task `task_id`, named by a person, can be the task of an attempt of `req`: listed
-/// by HSS, of the request's type and scan types (or file type), not in `claimed`. `Ok(Err)`
-/// says why not, in words for a condition.
+/// Whether task `task_id`, named by a person, can be the task of an attempt of `req` started
+/// at `started_at_ms`, by the lookup's own rules: listed by HSS, not in `claimed`, of the
+/// request's type and scan types (or file type), created while the attempt's POST was in
+/// flight (the lookup's window), and covering exactly its clusters or files (an all-cluster
+/// task: as many clusters as HSS knows). A task created in the console or by another tool
+/// fails at least the window. `Ok(Err)` says why not, in words for a condition.
 pub async fn named(
     client: &HssClient,
     req: &CreateTaskRequest,
     task_id: &str,
+    started_at_ms: i64,
     claimed: &HashSet<String>,
 ) -> Result<Result<TaskInfo, String>, Error> {
     if claimed.contains(task_id) {
@@ -142,14 +146,47 @@ pub async fn named(
             "task {task_id} belongs to another ClusterScanTask"
         )));
     }
-    Ok(match find_by_id(client, req.task_type, task_id).await? {
-        Some(task) if could_be(&task, req) => Ok(task),
-        Some(_) => Err(format!(
-            "task {task_id} is not a {} task with this object's scan types",
-            wire_name(req.task_type)
-        )),
-        None => Err(format!("HSS does not list task {task_id}")),
-    })
+    let task = match find_by_id(client, req.task_type, task_id).await? {
+        Some(task) if could_be(&task, req) => task,
+        Some(_) => {
+            return Ok(Err(format!(
+                "task {task_id} is not a {} task with this object's scan types",
+                wire_name(req.task_type)
+            )));
+        }
+        None => return Ok(Err(format!("HSS does not list task {task_id}"))),
+    };
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let in_flight_until = started_at_ms + client.config().timeout.as_millis() as i64;
+    let (from, to) =
+        client
+            .clock_offset()
+            .window(started_at_ms, now_ms.min(in_flight_until), CLOCK_SKEW);
+    if !task.start_time.is_some_and(|t| (from..=to).contains(&t)) {
+        return Ok(Err(format!(
+            "task {task_id} was not created while this object's attempt was being sent"
+        )));
+    }
+    if let Some((task_type, want)) = named_resources(req) {
+        if !has_exactly(client, task_id, task_type, &want).await? {
+            return Ok(Err(format!(
+                "task {task_id} does not scan exactly this object's {}",
+                if task_type == TaskType::IacScan {
+                    "files"
+                } else {
+                    "clusters"
+                }
+            )));
+        }
+    } else if all_clusters(req)
+        && let Some(known) = client.list_clusters(0, 10, None).await?.total_num
+        && cluster_count(&task).is_some_and(|n| n != known)
+    {
+        return Ok(Err(format!(
+            "task {task_id} does not scan every cluster, as this object's all_cluster scan would"
+        )));
+    }
+    Ok(Ok(task))
 }
 
 /// The resources a request names, which a task it created must have exactly: the cluster ids

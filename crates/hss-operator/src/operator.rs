@@ -186,6 +186,12 @@ pub async fn run_controllers(
     }
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let (tenants, keep_tenants) = crate::tenancy::Tenants::start(kube.clone(), args.tenancy.mode);
+    let operator_project = args
+        .scans
+        .hss
+        .client_config(&crate::config::Overrides::default())
+        .ok()
+        .map(|c| c.project_id);
     let trigger_scopes = if args.triggers.disable_triggers {
         vec![]
     } else {
@@ -195,8 +201,13 @@ pub async fn run_controllers(
         let stop = shutdown.clone();
         let kube = kube.clone();
         let instance = runtime.instance.clone();
+        let check = crate::tenancy::TemplateCheck {
+            tenants: tenants.clone(),
+            operator_project: operator_project.clone(),
+        };
         async move {
-            if let Err(e) = triggers::run(kube, ns, triggers::Clock::system(), instance, stop).await
+            if let Err(e) =
+                triggers::run(kube, ns, triggers::Clock::system(), instance, check, stop).await
             {
                 tracing::error!(category = e.category(), error = %crate::report_error(&e), "trigger controller stopped");
             }

@@ -188,11 +188,42 @@ pub(super) async fn read(
 }
 
 /// A final object's recorded findings back into the gauges (after a restart, say).
+/// A `readAt` from status as the gauges' ordering key, unless it is later than `now`: the
+/// operator wrote it from this clock, so a future one was written by someone else and would
+/// win over every real read.
+pub(crate) fn trusted_read_at(read_at: jiff::Timestamp, now: jiff::Timestamp) -> Option<i64> {
+    (read_at <= now).then(|| read_at.as_millisecond())
+}
+
 pub(super) fn remember(obj: &ClusterScanTask, ctx: &Context) {
     if let Some(f) = obj.status.as_ref().and_then(|s| s.findings.as_ref()) {
-        let at = f.read_at.0.as_millisecond();
+        let Some(at) = trusted_read_at(f.read_at.0, jiff::Timestamp::now()) else {
+            tracing::warn!(
+                "status.findings.readAt is in the future: not taken (status was written by someone else?)"
+            );
+            return;
+        };
         let ns = obj.namespace().unwrap_or_default();
         ctx.metrics.findings.record(&ns, &f.clusters, at);
         ctx.metrics.findings.record_files(&ns, &f.files, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_time_later_than_now_is_not_taken_from_status() {
+        let now = jiff::Timestamp::from_second(1_000_000).expect("time");
+        let past = jiff::Timestamp::from_second(999_000).expect("time");
+        let future = jiff::Timestamp::from_second(4_000_000_000).expect("time");
+        assert_eq!(trusted_read_at(past, now), Some(999_000_000));
+        assert_eq!(trusted_read_at(now, now), Some(1_000_000_000));
+        assert_eq!(
+            trusted_read_at(future, now),
+            None,
+            "it would win over every real read"
+        );
     }
 }

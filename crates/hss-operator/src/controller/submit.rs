@@ -194,7 +194,14 @@ pub(super) async fn resolve_attempt(
                 .await?
                 .1);
         }
-        Some(WayOut::Adopt(task_id)) => return adopt_named(obj, ctx, hss, req, &task_id).await,
+        // Only once the attempt is unresolved: before that, the lookup decides.
+        Some(WayOut::Adopt(task_id))
+            if transitions::unresolved_for(&obj, now)
+                .is_some_and(|age| age >= ctx.args.unresolved_after) =>
+        {
+            return adopt_named(obj, ctx, hss, req, &task_id, millis(&started)).await;
+        }
+        Some(WayOut::Adopt(_)) => {}
         None => {}
     }
     // Adoptions are serialised, and wait for POSTs in flight, so two objects never take the
@@ -250,6 +257,7 @@ async fn adopt_named(
     hss: &HssClient,
     req: &CreateTaskRequest,
     task_id: &str,
+    started_at_ms: i64,
 ) -> Result<Action, Error> {
     let uid = Context::uid(&obj);
     let mut refusal = None;
@@ -258,7 +266,7 @@ async fn adopt_named(
         .adopt(&uid, &scope_of(hss), ctx.owned_task_ids(&obj), |claimed| {
             let refusal = &mut refusal;
             async move {
-                match resolve::named(hss, req, task_id, &claimed).await? {
+                match resolve::named(hss, req, task_id, started_at_ms, &claimed).await? {
                     Ok(task) => Ok(Lookup::Candidates(vec![task])),
                     Err(why) => {
                         *refusal = Some(why);

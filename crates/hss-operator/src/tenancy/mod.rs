@@ -223,6 +223,40 @@ impl Tenants {
     }
 }
 
+/// What the trigger controller checks a template against: the tenancy and the operator's own
+/// project (a template naming none uses it).
+#[derive(Clone)]
+pub struct TemplateCheck {
+    pub tenants: Tenants,
+    pub operator_project: Option<String>,
+}
+
+impl TemplateCheck {
+    /// No check (`--tenancy open`, tests of the trigger controller alone).
+    pub fn open() -> Self {
+        Self {
+            tenants: Tenants::Open,
+            operator_project: None,
+        }
+    }
+
+    /// Why the runs of a template in namespace `ns` would be refused, if they would: only
+    /// templates using the operator's credentials are checked (their own Secret decides the
+    /// rest).
+    pub async fn refuses(
+        &self,
+        ns: &str,
+        spec: &ClusterScanTaskSpec,
+    ) -> Result<Option<Refusal>, Error> {
+        if spec.credentials_secret_ref.is_some() || self.tenants.mode() == Mode::Open {
+            return Ok(None);
+        }
+        let own = self.operator_project.as_deref().unwrap_or_default();
+        let project = spec.project_id.as_deref().unwrap_or(own);
+        Ok(self.tenants.check(ns, spec, project, own).await?.err())
+    }
+}
+
 /// The labels with the name label the API server sets since 1.21 (older servers lack it).
 fn with_name(mut labels: BTreeMap<String, String>, ns: &str) -> BTreeMap<String, String> {
     labels.insert(NAME_LABEL.to_string(), ns.to_string());

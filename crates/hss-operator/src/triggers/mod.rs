@@ -123,6 +123,8 @@ pub enum Error {
     WriteStatus(#[source] kube::Error),
     #[error("the ClusterScanTask cache did not sync")]
     RunsNotSynced,
+    #[error("failed to check the template against the policies")]
+    Tenancy(#[source] crate::tenancy::Error),
 }
 
 impl Error {
@@ -133,6 +135,7 @@ impl Error {
             Error::DeleteRun(_) => "delete_run",
             Error::WriteStatus(_) => "write_status",
             Error::RunsNotSynced => "cache_not_synced",
+            Error::Tenancy(e) => e.category(),
         }
     }
 
@@ -160,6 +163,8 @@ struct Context {
     api_server: tokio::sync::watch::Receiver<Option<String>>,
     /// Whether a namespace's triggers may name Nodes and versions.
     node_access: access::NodeAccess,
+    /// Whether the policies let a template's runs use the operator's credentials.
+    tenancy: crate::tenancy::TemplateCheck,
     /// Consecutive reconcile failures per trigger, for error_policy backoff.
     failures: FailureStreaks,
     /// Our own writes the caches may not show yet (see [`Context::catch_up`]).
@@ -242,6 +247,7 @@ pub async fn run(
     namespace: Option<String>,
     clock: Clock,
     instance: String,
+    tenancy: crate::tenancy::TemplateCheck,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let (triggers, tasks): (Api<ClusterScanTrigger>, Api<ClusterScanTask>) = match &namespace {
@@ -273,6 +279,7 @@ pub async fn run(
         nodes,
         api_server: api_server.clone(),
         node_access: access::NodeAccess::new(kube.clone()),
+        tenancy,
         failures: FailureStreaks::default(),
         written: Mutex::default(),
     });
@@ -405,10 +412,38 @@ async fn reconcile_inner(trigger: Arc<ClusterScanTrigger>, ctx: &Context) -> Res
         node_details,
     });
 
-    // Act.
+    // A template whose runs the policies would refuse creates none: the trigger says so.
     let ns = trigger.namespace().unwrap_or_default();
-    let tasks: Api<ClusterScanTask> = Api::namespaced(ctx.kube.clone(), &ns);
     let mut notes = Vec::new();
+    if let Some(refusal) = ctx
+        .tenancy
+        .refuses(&ns, &trigger.spec.template.spec)
+        .await
+        .map_err(Error::Tenancy)?
+    {
+        let news = trigger
+            .status
+            .as_ref()
+            .and_then(|s| controller_runtime::conditions::get(&s.conditions, decide::READY))
+            .is_none_or(|c| c.reason != refusal.reason || c.message != refusal.message);
+        decision = Decision {
+            status: refused_status(&trigger, refusal.reason, &refusal.message, now),
+            create: None,
+            delete: Vec::new(),
+            notes: Vec::new(),
+            requeue_at: None,
+        };
+        if news {
+            notes.push(events::warning(
+                refusal.reason,
+                "CreateRun",
+                &refusal.message,
+            ));
+        }
+    }
+
+    // Act.
+    let tasks: Api<ClusterScanTask> = Api::namespaced(ctx.kube.clone(), &ns);
     for name in &decision.delete {
         match tasks.delete(name, &DeleteParams::background()).await {
             Ok(_) => notes.push(events::normal(
@@ -532,7 +567,7 @@ async fn create_run(
             // The API server refuses the template (admission); not retried until it changes.
             let message = format!("the API server refused the run: {}", e.message);
             *decision = Decision {
-                status: refused_status(trigger, &message, ctx.clock.now()),
+                status: refused_status(trigger, "InvalidTemplate", &message, ctx.clock.now()),
                 create: None,
                 delete: Vec::new(),
                 notes: Vec::new(),
@@ -545,10 +580,11 @@ async fn create_run(
     Ok(())
 }
 
-/// The trigger's status with `Ready=False, InvalidTemplate`, everything else unchanged (so the
-/// causes stay owed until the template is fixed).
+/// The trigger's status with `Ready=False` and `reason` (`InvalidTemplate`, `NotPermitted`),
+/// everything else unchanged (so the causes stay owed until the template is fixed).
 fn refused_status(
     trigger: &ClusterScanTrigger,
+    reason: &str,
     message: &str,
     now: jiff::Timestamp,
 ) -> ClusterScanTriggerStatus {
@@ -559,7 +595,7 @@ fn refused_status(
         trigger.metadata.generation,
         decide::READY,
         false,
-        "InvalidTemplate",
+        reason,
         message,
         now,
     );

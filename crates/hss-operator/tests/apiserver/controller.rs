@@ -450,13 +450,14 @@ async fn bad_secret_bad_spec_and_hss_rejection_get_clear_conditions_and_no_retry
     })
     .await;
 
-    // A wrong secret key: one 401, then Failed; never retried (HSS locks AK/SKs).
+    // A key HSS refuses: one 401, then Failed; never retried (HSS locks AK/SKs). (A wrong
+    // secret key for an access key HSS accepted with another is not even sent: key_guard.)
     secrets
         .create(
             &PostParams::default(),
             &secret(
                 "wrong-creds",
-                &[("accessKey", "AKSIM"), ("secretKey", "not-the-key")],
+                &[("accessKey", "AKNOBODY"), ("secretKey", "not-the-key")],
             ),
         )
         .await

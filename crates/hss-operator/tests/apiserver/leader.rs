@@ -238,8 +238,13 @@ async fn a_single_process_without_election_serves_admin_endpoints_and_reconciles
                 && !l.ends_with(" 0")),
         "the CreateTask call was counted:\n{metrics}"
     );
-    assert!(
-        !metrics.contains("solo-scan") && !metrics.contains(&ns),
-        "no object names in metrics"
-    );
+    assert!(!metrics.contains("solo-scan"), "no object names in metrics");
+    // The namespace appears only as the findings series' owner label.
+    for line in metrics.lines().filter(|l| l.contains(&ns)) {
+        assert!(
+            line.contains(&format!("namespace=\"{ns}\""))
+                && (line.contains("findings") || line.contains("cluster_last_scan")),
+            "the namespace only labels findings: {line}"
+        );
+    }
 }

@@ -460,3 +460,71 @@ async fn a_task_id_written_into_status_by_anyone_but_the_operator_is_not_followe
     );
     op.stop().await;
 }
+
+#[tokio::test]
+async fn a_trigger_whose_template_the_policy_refuses_is_not_ready_and_creates_no_run() {
+    use hss_operator::crd::ClusterScanTrigger;
+    let admin = admin().await;
+    let ns = namespace(&admin, "policy-trigger").await;
+    policy(
+        &admin,
+        &format!("{ns}-team"),
+        &ns,
+        serde_json::json!({"clusterIds": ["cce-sim-0001"]}),
+    )
+    .await;
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let op = Operator::start(
+        admin.clone(),
+        run_args(&sim.base_url(), &ns, &["--tenancy", "policy"]),
+        None,
+    );
+    let trigger: ClusterScanTrigger = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hss.scanops.dev/v1alpha1", "kind": "ClusterScanTrigger",
+        "metadata": {"name": "everything", "annotations": {"hss.scanops.dev/run-now": "1"}},
+        "spec": {"template": {"spec": {"taskType": "cluster_scan", "clusterScan": {
+            "scanTypes": ["cluster_vul"], "rangeType": "all_cluster"}}}},
+    }))
+    .expect("trigger");
+    let triggers_admin: Api<ClusterScanTrigger> = Api::namespaced(admin.clone(), &ns);
+    triggers_admin
+        .create(&PostParams::default(), &trigger)
+        .await
+        .expect("create the trigger");
+    let ready = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        kube::runtime::wait::await_condition(
+            triggers_admin.clone(),
+            "everything",
+            |t: Option<&ClusterScanTrigger>| {
+                t.and_then(|t| t.status.as_ref())
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status == "False" && c.reason == "NotPermitted")
+            },
+        ),
+    )
+    .await
+    .expect("Ready=False, NotPermitted")
+    .expect("watch")
+    .expect("trigger");
+    let message = ready
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("rangeType all_cluster"), "{message}");
+    let runs = Api::<ClusterScanTask>::namespaced(admin.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .expect("list");
+    assert!(
+        runs.items.is_empty(),
+        "no run was created: {:?}",
+        runs.items
+    );
+    op.stop().await;
+    assert!(sim.created_tasks().is_empty());
+}

@@ -30,6 +30,20 @@ struct Triggers {
 
 impl Triggers {
     fn start(client: &Client, ns: &str, clock: Clock) -> Self {
+        Self::start_with(
+            client,
+            ns,
+            clock,
+            hss_operator::tenancy::TemplateCheck::open(),
+        )
+    }
+
+    fn start_with(
+        client: &Client,
+        ns: &str,
+        clock: Clock,
+        check: hss_operator::tenancy::TemplateCheck,
+    ) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = rx.await;
@@ -40,6 +54,7 @@ impl Triggers {
                 Some(ns.to_string()),
                 clock,
                 "hss-operator".into(),
+                check,
                 shutdown,
             )
             .map(|r| r.expect("the trigger controller runs")),

@@ -57,7 +57,7 @@ pub fn way_out(obj: &ClusterScanTask) -> Option<WayOut> {
 }
 
 /// How long the attempt has been unresolved (from its start).
-fn unresolved_for(obj: &ClusterScanTask, now: Timestamp) -> Option<Duration> {
+pub fn unresolved_for(obj: &ClusterScanTask, now: Timestamp) -> Option<Duration> {
     let started = obj
         .status
         .as_ref()?
