@@ -682,6 +682,9 @@ async fn watched_namespaces_are_served_and_every_other_namespace_is_left_alone()
         json!(["clusterscanpolicies"]),
         json!(["clusterscanpolicies/status"]),
         json!(["namespaces"]),
+        // Access reviews: the metrics server's, and the trigger controller's for Node details.
+        json!(["tokenreviews"]),
+        json!(["subjectaccessreviews"]),
     ];
     assert!(
         inst.release
@@ -693,8 +696,9 @@ async fn watched_namespaces_are_served_and_every_other_namespace_is_left_alone()
                 .as_array()
                 .into_iter()
                 .flatten()
-                .all(|rule| cluster_wide.contains(&rule["resources"]))),
-        "namespaced mode: nothing cluster-wide but the trigger controller's nodes and the policies"
+                .all(|rule| cluster_wide.contains(&rule["resources"])
+                    || rule["nonResourceURLs"] == json!(["/metrics"]))),
+        "namespaced mode: nothing cluster-wide but nodes, policies, namespaces, reviews and /metrics"
     );
     let watched: Vec<String> = serde_json::from_value(
         inst.release
