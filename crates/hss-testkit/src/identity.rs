@@ -96,3 +96,34 @@ pub async fn tenant(admin: &Client, ns: &str) -> Client {
     service_account_kubeconfig(admin, ns, "tenant", &path).await;
     client_from(&path).await
 }
+
+/// A team member: ServiceAccount `member` in `ns`, bound in `ns` (RoleBinding) to each of the
+/// ClusterRoles `roles` (e.g. the chart's aggregated view and edit roles, which Kubernetes'
+/// controller-manager would fold into `view`/`edit`; the test control plane runs none).
+/// Returns a client acting as it.
+pub async fn member(admin: &Client, ns: &str, roles: &[&str]) -> Client {
+    let apply = PatchParams::apply("hss-tests").force();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "member"}})).expect("sa");
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .patch("member", &apply, &Patch::Apply(&sa))
+        .await
+        .expect("member ServiceAccount");
+    for role in roles {
+        let name = format!("member-{role}");
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "member", "namespace": ns}],
+        }))
+        .expect("binding");
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .patch(&name, &apply, &Patch::Apply(&binding))
+            .await
+            .expect("member RoleBinding");
+    }
+    let path: PathBuf = control_plane().dir.join(format!("member-{ns}.kubeconfig"));
+    service_account_kubeconfig(admin, ns, "member", &path).await;
+    client_from(&path).await
+}

@@ -849,3 +849,112 @@ async fn two_replicas_are_ready_survive_a_rolling_update_and_a_killed_leader_wit
         p.terminate(grace).await;
     }
 }
+
+fn specific_scan(name: &str, clusters: &[&str]) -> ClusterScanTask {
+    scan(
+        name,
+        json!({"taskType": "cluster_scan", "clusterScan": {
+            "scanTypes": ["cluster_vul"], "rangeType": "specific_cluster", "clusterIds": clusters}}),
+    )
+}
+
+/// Two teams as a platform team sets them up with the chart: a ClusterScanPolicy each (by a
+/// namespace label), members bound to the chart's aggregated view and edit roles. Each team
+/// scans its own cluster; every attempt at the other's, at all clusters, at status, or at a
+/// namespace without a policy is refused before anything reaches HSS.
+#[tokio::test]
+async fn teams_with_the_charts_roles_scan_only_what_their_policies_grant() {
+    let policies = json!({"tenancy": {"policies": [
+        {"name": "inst-teams-a", "spec": {"namespaceSelector": {"matchLabels": {"hss-test-team": "a"}}, "clusterIds": ["cce-sim-0001"]}},
+        {"name": "inst-teams-b", "spec": {"namespaceSelector": {"matchLabels": {"hss-test-team": "b"}}, "clusterIds": ["cce-sim-0002"]}},
+    ]}});
+    let (inst, mut pod) = single_replica("teams", policies, &[]).await;
+    let release = inst.release.name.clone();
+    let (view, edit) = (format!("{release}-view"), format!("{release}-edit"));
+    let mut teams = Vec::new();
+    for team in ["a", "b"] {
+        let ns = namespace(&inst.admin, &format!("inst-teams-{team}")).await;
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(inst.admin.clone())
+            .patch(
+                &ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"hss-test-team": team}}})),
+            )
+            .await
+            .expect("label the team's namespace");
+        let member = identity::member(&inst.admin, &ns, &[&view, &edit]).await;
+        teams.push((ns.clone(), Api::<ClusterScanTask>::namespaced(member, &ns)));
+    }
+    let (ns_a, alice) = teams[0].clone();
+    let (ns_b, bob) = teams[1].clone();
+    let create = |api: &Api<ClusterScanTask>, obj: ClusterScanTask| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("the edit role creates scans")
+        }
+    };
+    create(&alice, specific_scan("own", &["cce-sim-0001"])).await;
+    create(&alice, specific_scan("theirs", &["cce-sim-0002"])).await;
+    create(&alice, cluster_scan("everything")).await;
+    create(&bob, specific_scan("own", &["cce-sim-0002"])).await;
+    // Neither the view nor the edit role writes status.
+    match alice
+        .patch_status(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"taskId": "forged"}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("a team member must not write status: {other:?}"),
+    }
+    // Nor reads another team's scans.
+    match Api::<ClusterScanTask>::namespaced(alice.clone().into_client(), &ns_b)
+        .list(&Default::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("a team member must not read another team's scans: {other:?}"),
+    }
+    for (ns, name) in [(&ns_a, "theirs"), (&ns_a, "everything")] {
+        let o = wait_for(&inst.scans(ns), name, 60, |o| {
+            phase(o) == Some(Phase::Failed)
+        })
+        .await;
+        assert_eq!(
+            condition(&o, "Failed").map(|c| c.1).as_deref(),
+            Some("NotPermitted"),
+            "{name}"
+        );
+    }
+    let mut ids = Vec::new();
+    for (ns, cluster) in [(&ns_a, "cce-sim-0001"), (&ns_b, "cce-sim-0002")] {
+        ids.push(inst.await_succeeded(ns, "own").await);
+        let own = alice_or_bob_view(&teams, ns)
+            .get("own")
+            .await
+            .expect("the view role reads");
+        let results: Vec<String> = own
+            .status
+            .iter()
+            .flat_map(|s| s.results.iter().map(|r| r.id.clone()))
+            .collect();
+        assert_eq!(results, [cluster], "only the team's own cluster in status");
+    }
+    let mut created = inst.task_ids();
+    created.sort();
+    ids.sort();
+    assert_eq!(created, ids, "HSS saw the two granted scans only");
+    pod.assert_up();
+    pod.terminate(inst.release.grace()).await;
+}
+
+fn alice_or_bob_view<'a>(
+    teams: &'a [(String, Api<ClusterScanTask>)],
+    ns: &str,
+) -> &'a Api<ClusterScanTask> {
+    &teams.iter().find(|(n, _)| n == ns).expect("team").1
+}
