@@ -25,6 +25,7 @@ mod credentials;
 pub mod fail_points;
 mod findings;
 pub mod metrics;
+pub mod namespace_cap;
 pub mod policy;
 pub mod poller;
 mod run;
@@ -42,7 +43,7 @@ use kube::{
     runtime::{
         controller::Action,
         finalizer::{self, Event as Finalizer},
-        reflector::Store,
+        reflector::{ObjectRef, Store},
     },
 };
 use tracing::Instrument;
@@ -115,6 +116,12 @@ pub struct ScanArgs {
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
+
+    /// Most unfinished ClusterScanTasks per namespace (beyond it they wait, `Throttled` reason
+    /// NamespaceLimit, spending nothing); a ClusterScanPolicy's `maxUnfinished` overrides it
+    /// for the namespaces it selects. 0: no cap.
+    #[arg(long, env = "HSS_MAX_UNFINISHED_PER_NAMESPACE", default_value_t = 0)]
+    pub max_unfinished_per_namespace: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +327,49 @@ impl Context {
         Ok(written)
     }
 
+    /// The cap on unfinished scans of `obj`'s namespace: its policies' `maxUnfinished`, else
+    /// `--max-unfinished-per-namespace`; None for no cap.
+    pub(crate) async fn namespace_cap(&self, obj: &ClusterScanTask) -> Result<Option<u32>, Error> {
+        let ns = obj.namespace().unwrap_or_default();
+        let from_policy = self
+            .tenants
+            .grant(&ns)
+            .await
+            .map_err(Error::Tenancy)?
+            .flatten()
+            .and_then(|g| g.max_unfinished);
+        Ok(from_policy
+            .or(Some(self.args.max_unfinished_per_namespace))
+            .filter(|cap| *cap > 0))
+    }
+
+    /// Runs `f` over the cached objects of `obj`'s namespace.
+    fn namespace_objects<T>(
+        &self,
+        obj: &ClusterScanTask,
+        f: impl FnOnce(&[&ClusterScanTask]) -> T,
+    ) -> T {
+        let ns = obj.namespace();
+        let state: Vec<Arc<ClusterScanTask>> = self.stores.iter().flat_map(|s| s.state()).collect();
+        let same: Vec<&ClusterScanTask> = state
+            .iter()
+            .map(|o| o.as_ref())
+            .filter(|o| o.namespace() == ns)
+            .collect();
+        f(&same)
+    }
+
+    /// A scan of `obj`'s namespace finished or went away: wake the oldest object waiting for
+    /// the namespace's cap, if any.
+    pub(crate) fn wake_next_waiter(&self, obj: &ClusterScanTask) {
+        let next = self.namespace_objects(obj, |all| {
+            namespace_cap::next_waiter(all.iter().copied()).map(ObjectRef::from_obj)
+        });
+        if let Some(next) = next {
+            self.poller.wake(next);
+        }
+    }
+
     /// Publishes an Event; failures to publish are logged, never fatal.
     pub(crate) async fn event(&self, obj: &ClusterScanTask, ev: events::Note) {
         self.events.publish(obj, &ev).await;
@@ -403,6 +453,9 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
         if let Some(id) = obj.status.as_ref().and_then(|s| s.task_id.as_deref()) {
             ctx.poller.untrack(id);
         }
+        if ctx.namespace_cap(&obj).await?.is_some() {
+            ctx.wake_next_waiter(&obj);
+        }
         findings::remember(&obj, ctx);
         if !findings::wanted(&obj, jiff::Timestamp::now()) {
             return Ok(Action::await_change());
@@ -459,6 +512,15 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
         None => obj,
     };
 
+    if phase == Phase::Pending
+        && let Some(cap) = ctx.namespace_cap(&obj).await?
+        && !ctx.namespace_objects(&obj, |all| {
+            namespace_cap::may_proceed(&obj, all.iter().copied(), cap)
+        })
+    {
+        let t = transitions::namespace_limit(&obj, cap, namespace_cap::RECHECK, now);
+        return Ok(ctx.commit(&obj, t).await?.1);
+    }
     match phase {
         Phase::Pending => submit::submit(obj, ctx, &hss, &req).await,
         Phase::Submitting => submit::resolve_attempt(obj, ctx, &hss, &req).await,

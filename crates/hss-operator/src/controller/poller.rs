@@ -133,6 +133,11 @@ impl Poller {
         )
     }
 
+    /// Has `object` reconciled soon (through the same route as a changed task).
+    pub fn wake(&self, object: ObjectRef<ClusterScanTask>) {
+        let _ = self.trigger.unbounded_send(object);
+    }
+
     pub fn interval(&self) -> Duration {
         self.interval
     }

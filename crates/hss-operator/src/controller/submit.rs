@@ -299,6 +299,9 @@ async fn adopt_named(
 /// the claims store longer than `--cleanup-timeout`.
 pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
     let uid = Context::uid(&obj);
+    if ctx.namespace_cap(&obj).await?.is_some() {
+        ctx.wake_next_waiter(&obj);
+    }
     let written = obj.status.as_ref().and_then(|s| s.task_id.clone());
     if let Some(id) = &written {
         ctx.poller.untrack(id);

@@ -528,3 +528,77 @@ async fn a_trigger_whose_template_the_policy_refuses_is_not_ready_and_creates_no
     op.stop().await;
     assert!(sim.created_tasks().is_empty());
 }
+
+#[tokio::test]
+async fn a_namespace_over_its_policys_max_unfinished_waits_spending_nothing_oldest_first() {
+    let admin = admin().await;
+    let ns = namespace(&admin, "policy-cap").await;
+    policy(
+        &admin,
+        &format!("{ns}-team"),
+        &ns,
+        serde_json::json!({"allClusters": true, "maxUnfinished": 2}),
+    )
+    .await;
+    let config = SimConfig {
+        finish_after: std::time::Duration::from_secs(3),
+        ..Default::default()
+    };
+    let sim = Simulator::start(config.clone()).await.expect("simulator");
+    let op = Operator::start(
+        admin.clone(),
+        run_args(&sim.base_url(), &ns, &["--tenancy", "policy"]),
+        None,
+    );
+    let api: Api<ClusterScanTask> = Api::namespaced(admin.clone(), &ns);
+    let names: Vec<String> = (1..=5).map(|i| format!("scan-{i}")).collect();
+    for name in &names {
+        api.create(&PostParams::default(), &cluster_scan(name))
+            .await
+            .expect("create");
+    }
+    let waiting = wait_for(&api, "scan-5", 30, |o| {
+        condition(o, "Throttled").is_some_and(|(s, r)| s == "True" && r == "NamespaceLimit")
+    })
+    .await;
+    assert!(
+        waiting
+            .status
+            .as_ref()
+            .and_then(|s| s.task_id.as_ref())
+            .is_none()
+    );
+    let mut submitted = Vec::new();
+    for name in &names {
+        let o = wait_for(&api, name, 120, |o| phase(o) == Some(Phase::Succeeded)).await;
+        submitted.push(
+            o.status
+                .and_then(|s| s.submitted_at)
+                .expect("submittedAt")
+                .0,
+        );
+    }
+    op.stop().await;
+    let mut sorted = submitted.clone();
+    sorted.sort();
+    assert_eq!(submitted, sorted, "oldest first");
+    // At most two tasks ran at once: each task runs `finish_after`, so no three were created
+    // within one such span.
+    let created: Vec<i64> = sim
+        .created_tasks()
+        .iter()
+        .map(|t| t.created_at_ms)
+        .collect();
+    assert_eq!(created.len(), 5, "one task per scan");
+    let span = config.finish_after.as_millis() as i64;
+    for &at in &created {
+        let overlapping = created
+            .iter()
+            .filter(|&&c| c <= at && c > at - span)
+            .count();
+        assert!(
+            overlapping <= 2,
+            "three tasks at once around {at}: {created:?}"
+        );
+    }
+}

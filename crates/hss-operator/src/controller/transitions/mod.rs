@@ -254,6 +254,39 @@ pub fn waiting_for_budget(obj: &ClusterScanTask, wait: Duration, now: Timestamp)
     }
 }
 
+/// Over its namespace's cap of unfinished scans: `Throttled=True`, reason `NamespaceLimit`, once
+/// when the wait starts; nothing is spent, and it looks again after `wait`.
+pub fn namespace_limit(
+    obj: &ClusterScanTask,
+    cap: u32,
+    wait: Duration,
+    now: Timestamp,
+) -> Transition {
+    let mut st = current(obj);
+    st.phase.get_or_insert(Phase::Pending);
+    let message = format!(
+        "waiting: this namespace may have at most {cap} unfinished ClusterScanTasks (maxUnfinished of its ClusterScanPolicy, or --max-unfinished-per-namespace); older ones go first"
+    );
+    let news = set(
+        &mut st,
+        obj,
+        status::THROTTLED,
+        true,
+        "NamespaceLimit",
+        &message,
+        now,
+    );
+    Transition {
+        status: st,
+        events: if news {
+            vec![events::normal("NamespaceLimit", "Submit", &message)]
+        } else {
+            vec![]
+        },
+        action: Action::requeue(wait),
+    }
+}
+
 /// The attempt record written before the POST: `Submitting`, the attempt's id, number and
 /// start.
 pub fn attempt(obj: &ClusterScanTask, attempt: &Attempt) -> ClusterScanTaskStatus {
