@@ -23,6 +23,7 @@
 
 mod credentials;
 pub mod fail_points;
+pub mod fair;
 mod findings;
 pub mod metrics;
 pub mod namespace_cap;
@@ -193,6 +194,8 @@ pub struct Context {
     superseded: crate::controller_runtime::superseded::Superseded,
     /// What each namespace may do with the operator's credentials.
     pub tenants: crate::tenancy::Tenants,
+    /// Who gets the next CreateTask token.
+    pub fair: fair::FairQueue,
 }
 
 /// What the process shares with this controller: metrics, readiness, leadership, test hooks.
@@ -284,6 +287,9 @@ impl Context {
         step: Option<metrics::SubmissionStep>,
     ) -> Result<(ClusterScanTask, Action), Error> {
         let mut t = t;
+        if t.status.phase.is_some_and(|p| p != Phase::Pending) {
+            self.fair.leave(&Self::uid(obj));
+        }
         // Only a transition that learnt a task id (the POST's answer, a lookup, a checked
         // adoption) changes it: that is the one the operator seals.
         let before = obj.status.as_ref().and_then(|s| s.task_id.as_deref());

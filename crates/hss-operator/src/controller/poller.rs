@@ -133,6 +133,11 @@ impl Poller {
         )
     }
 
+    /// A sender that has objects reconciled soon (the fair queue's wake-ups).
+    pub fn waker(&self) -> mpsc::UnboundedSender<ObjectRef<ClusterScanTask>> {
+        self.trigger.clone()
+    }
+
     /// Has `object` reconciled soon (through the same route as a changed task).
     pub fn wake(&self, object: ObjectRef<ClusterScanTask>) {
         let _ = self.trigger.unbounded_send(object);

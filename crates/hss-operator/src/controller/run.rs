@@ -73,6 +73,7 @@ pub async fn run(
     let fail_points = runtime.fail_points.clone();
     let (poller, poll_triggers) = Poller::new(args.poll_interval, args.task_lost_after);
     let budget = args.hss.budget();
+    let budget_for_queue = budget.clone();
     // The configured endpoint and the transport (timeout, CA bundle) are checked once, here:
     // a bad one stops the start instead of failing every object, or being left out.
     args.hss.validate().map_err(Error::Config)?;
@@ -135,6 +136,7 @@ pub async fn run(
         findings: Default::default(),
         superseded: Default::default(),
         tenants,
+        fair: super::fair::FairQueue::new(budget_for_queue, poller.waker()),
     });
 
     // The poller's triggers go to the controller of the object's namespace.

@@ -16,7 +16,9 @@ use std::{
 use kube::{ResourceExt, api::Api, runtime::controller::Action};
 
 use super::{
-    Context, Error, Step, status,
+    Context, Error, Step,
+    fair::Turn,
+    status,
     transitions::{self, Resolution, WayOut},
 };
 use crate::{
@@ -30,6 +32,18 @@ use hss_client::{
     model::CreateTaskRequest,
     resolve::{self, Lookup},
 };
+
+/// 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
 
 fn millis(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
     t.0.as_millisecond()
@@ -66,10 +80,32 @@ pub(super) async fn submit(
         }
     }
 
-    let permit = match hss.try_acquire(HssApi::CreateTask) {
-        Ok(permit) => permit,
-        Err(wait) => {
-            let t = transitions::waiting_for_budget(&obj, wait, jiff::Timestamp::now());
+    // The token comes through the fair queue: waiting holds no reconcile slot, and the
+    // dispatcher wakes this object when a token is its own.
+    let ns = obj.namespace().unwrap_or_default();
+    let uid = Context::uid(&obj);
+    let key = hss.budget_key(HssApi::CreateTask);
+    let permit = match ctx.fair.turn(&key, &obj, &uid, &ns, ctx.tenants.share(&ns)) {
+        Turn::Granted(permit) => permit,
+        Turn::Wait { place, joined } => {
+            let period = ctx.budget.period().unwrap_or(Duration::ZERO);
+            let eta = period * (place.tokens_ahead as u32 + 1);
+            // Woken by the dispatcher; the requeue only covers a lost wake-up.
+            let backstop = (eta * 2).max(Duration::from_secs(300));
+            let waiting = obj.status.as_ref().is_some_and(|s| {
+                crate::controller_runtime::conditions::get(&s.conditions, super::status::THROTTLED)
+                    .is_some_and(|c| c.status == "True" && c.reason == "BudgetExhausted")
+            });
+            if !joined && waiting {
+                return Ok(Action::requeue(backstop));
+            }
+            let text = format!(
+                "{} in this namespace's queue; about {}",
+                ordinal(place.in_namespace),
+                humantime::format_duration(Duration::from_secs(eta.as_secs()))
+            );
+            let t =
+                transitions::waiting_in_queue(&obj, Some(&text), backstop, jiff::Timestamp::now());
             return Ok(ctx.commit(&obj, t).await?.1);
         }
     };
@@ -299,6 +335,7 @@ async fn adopt_named(
 /// the claims store longer than `--cleanup-timeout`.
 pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
     let uid = Context::uid(&obj);
+    ctx.fair.leave(&uid);
     if ctx.namespace_cap(&obj).await?.is_some() {
         ctx.wake_next_waiter(&obj);
     }

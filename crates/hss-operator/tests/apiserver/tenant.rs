@@ -602,3 +602,90 @@ async fn a_namespace_over_its_policys_max_unfinished_waits_spending_nothing_olde
         );
     }
 }
+
+#[tokio::test]
+async fn a_namespace_with_many_waiting_scans_does_not_starve_the_others() {
+    let admin = admin().await;
+    let flood = namespace(&admin, "fair-flood").await;
+    let quiet_b = namespace(&admin, "fair-b").await;
+    let quiet_c = namespace(&admin, "fair-c").await;
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let watched = format!("{quiet_b},{quiet_c}");
+    // One CreateTask a second: the 24 scans need 24 tokens.
+    let op = Operator::start(
+        admin.clone(),
+        run_args(
+            &sim.base_url(),
+            &flood,
+            &["--namespace", &watched, "--budget-per-minute", "60"],
+        ),
+        None,
+    );
+    let api = |ns: &str| Api::<ClusterScanTask>::namespaced(admin.clone(), ns);
+    for i in 0..20 {
+        api(&flood)
+            .create(
+                &PostParams::default(),
+                &cluster_scan(&format!("flood-{i:02}")),
+            )
+            .await
+            .expect("create");
+    }
+    for ns in [&quiet_b, &quiet_c] {
+        for i in 0..2 {
+            api(ns)
+                .create(&PostParams::default(), &cluster_scan(&format!("scan-{i}")))
+                .await
+                .expect("create");
+        }
+    }
+    let has_task = |o: &ClusterScanTask| o.status.as_ref().is_some_and(|s| s.task_id.is_some());
+    for ns in [&quiet_b, &quiet_c] {
+        for i in 0..2 {
+            wait_for(&api(ns), &format!("scan-{i}"), 60, has_task).await;
+        }
+    }
+    let flood_done = api(&flood)
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter(|o| has_task(o))
+        .count();
+    // Equal shares: while all three wait, each gets a third of the tokens. The quiet ones' four
+    // tokens come with about as many of the flood's (plus what it took before they queued).
+    assert!(
+        flood_done <= 8,
+        "the flooding namespace took {flood_done} tokens before the others' four"
+    );
+    let waiting = api(&flood)
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .find(|o| !has_task(o))
+        .expect("the flood still waits");
+    let message = waiting
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Throttled"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("in this namespace's queue; about"),
+        "{message}"
+    );
+    for i in 0..20 {
+        wait_for(&api(&flood), &format!("flood-{i:02}"), 90, has_task).await;
+    }
+    op.stop().await;
+    assert_eq!(
+        sim.created_tasks().len(),
+        24,
+        "every token used, one task per scan"
+    );
+}

@@ -231,22 +231,38 @@ pub fn credentials_ready(obj: &ClusterScanTask, now: Timestamp) -> Option<Cluste
 /// token frees. The Event is Normal: waiting is the designed path, not something a person must
 /// act on (a 429 from HSS, caused by another client of the account, stays a Warning).
 pub fn waiting_for_budget(obj: &ClusterScanTask, wait: Duration, now: Timestamp) -> Transition {
+    waiting_in_queue(obj, None, wait, now)
+}
+
+/// [`waiting_for_budget`] in the fair queue, with the object's place when known ("3rd in this
+/// namespace's queue; about 40 s"): written when the wait starts, not as the place changes.
+pub fn waiting_in_queue(
+    obj: &ClusterScanTask,
+    place: Option<&str>,
+    wait: Duration,
+    now: Timestamp,
+) -> Transition {
     let mut st = current(obj);
     st.phase.get_or_insert(Phase::Pending);
-    let message = "waiting for the HSS CreateTask budget (calls per minute are limited)";
+    let message = match place {
+        Some(place) => {
+            format!("waiting for the HSS CreateTask budget (calls per minute are limited): {place}")
+        }
+        None => "waiting for the HSS CreateTask budget (calls per minute are limited)".into(),
+    };
     let news = set(
         &mut st,
         obj,
         status::THROTTLED,
         true,
         "BudgetExhausted",
-        message,
+        &message,
         now,
     );
     Transition {
         status: st,
         events: if news {
-            vec![events::normal("Throttled", "Submit", message)]
+            vec![events::normal("Throttled", "Submit", &message)]
         } else {
             vec![]
         },
