@@ -1206,3 +1206,71 @@ async fn an_all_cluster_scan_reports_only_its_own_clusters_not_one_scanned_later
     assert!(read.reports.iter().all(|r| scanned.contains(&r.cluster_id)));
     assert!(!read.reports.is_empty(), "the task's own rows are read");
 }
+
+/// adopt-task names a task by id; it is followed only if the lookup itself could have taken
+/// it: created while the attempt was in flight, over exactly the attempt's files.
+#[tokio::test]
+async fn a_named_task_is_adopted_only_by_the_lookups_own_rules() {
+    let sim = start(SimConfig::default()).await;
+    let client = client(&sim);
+    let console = create(&client, &all_clusters()).await.expect("created");
+    let now = jiff::Timestamp::now().as_millisecond();
+    // Made in the console (or by another tool) before the attempt began: never this attempt's.
+    match resolve::named(
+        &client,
+        &all_clusters(),
+        &console.task_id,
+        now + 5_000,
+        &HashSet::new(),
+    )
+    .await
+    .expect("named")
+    {
+        Err(why) => assert!(why.contains("was not created while"), "{why}"),
+        Ok(t) => panic!("a task older than the attempt was accepted: {t:?}"),
+    }
+    // Created while the attempt was in flight: accepted.
+    let started = jiff::Timestamp::now().as_millisecond();
+    let ours = create(&client, &all_clusters()).await.expect("created");
+    let task = resolve::named(
+        &client,
+        &all_clusters(),
+        &ours.task_id,
+        started,
+        &HashSet::new(),
+    )
+    .await
+    .expect("named")
+    .expect("the attempt's own task");
+    assert_eq!(task.task_id, ours.task_id);
+    // Same file type, other files: refused.
+    let started = jiff::Timestamp::now().as_millisecond();
+    let mut other_files = iac_files();
+    other_files
+        .iac_scan_info
+        .as_mut()
+        .expect("iac")
+        .file_id_list = vec!["someone-elses-file".into()];
+    let theirs = create(&client, &other_files).await.expect("created");
+    match resolve::named(
+        &client,
+        &iac_files(),
+        &theirs.task_id,
+        started,
+        &HashSet::new(),
+    )
+    .await
+    .expect("named")
+    {
+        Err(why) => assert!(why.contains("does not scan exactly"), "{why}"),
+        Ok(t) => panic!("a task over other files was accepted: {t:?}"),
+    }
+    // Claimed by another object: refused without a call.
+    let claimed = HashSet::from([ours.task_id.clone()]);
+    assert!(
+        resolve::named(&client, &all_clusters(), &ours.task_id, started, &claimed)
+            .await
+            .expect("named")
+            .is_err()
+    );
+}
