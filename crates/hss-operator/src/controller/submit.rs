@@ -33,6 +33,15 @@ use hss_client::{
     resolve::{self, Lookup},
 };
 
+/// Whether the attempt's lookup window is closed (see [`submission::window_closed`]).
+fn closed(hss: &HssClient, started_at_ms: i64) -> bool {
+    submission::window_closed(
+        started_at_ms,
+        hss.config().timeout,
+        jiff::Timestamp::now().as_millisecond(),
+    )
+}
+
 /// 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st.
 fn ordinal(n: usize) -> String {
     let suffix = match (n % 10, n % 100) {
@@ -240,14 +249,16 @@ pub(super) async fn resolve_attempt(
         Some(WayOut::Adopt(_)) => {}
         None => {}
     }
-    // Adoptions are serialised, and wait for POSTs in flight, so two objects never take the
-    // same candidate and no lookup mistakes another object's fresh task for its own.
+    // Adoptions are serialised, and a young attempt's lookup waits for POSTs in flight, so
+    // two objects never take the same candidate and no lookup mistakes another object's fresh
+    // task for its own; an old attempt's lookup lets POSTs go on (`Ledger::adopt`).
     let lookup = ctx
         .ledger
         .adopt(
             &uid,
             &scope_of(hss),
             ctx.owned_task_ids(&obj),
+            closed(hss, millis(&started)),
             |claimed| async move {
                 resolve::lookup(hss, req, millis(&started), &claimed, ctx.args.lookup_settle).await
             },
@@ -299,18 +310,24 @@ async fn adopt_named(
     let mut refusal = None;
     let found = ctx
         .ledger
-        .adopt(&uid, &scope_of(hss), ctx.owned_task_ids(&obj), |claimed| {
-            let refusal = &mut refusal;
-            async move {
-                match resolve::named(hss, req, task_id, started_at_ms, &claimed).await? {
-                    Ok(task) => Ok(Lookup::Candidates(vec![task])),
-                    Err(why) => {
-                        *refusal = Some(why);
-                        Ok(Lookup::Inconclusive)
+        .adopt(
+            &uid,
+            &scope_of(hss),
+            ctx.owned_task_ids(&obj),
+            closed(hss, started_at_ms),
+            |claimed| {
+                let refusal = &mut refusal;
+                async move {
+                    match resolve::named(hss, req, task_id, started_at_ms, &claimed).await? {
+                        Ok(task) => Ok(Lookup::Candidates(vec![task])),
+                        Err(why) => {
+                            *refusal = Some(why);
+                            Ok(Lookup::Inconclusive)
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .await;
     let now = jiff::Timestamp::now();
     let retry = ctx.args.lookup_settle.max(Duration::from_secs(5));
@@ -361,13 +378,19 @@ pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<
             loop {
                 let found = ctx
                     .ledger
-                    .adopt(&uid, &scope_of(&hss), ctx.owned_task_ids(&obj), |claimed| {
-                        let (hss, req) = (&hss, &req);
-                        async move {
-                            resolve::lookup(hss, req, started, &claimed, ctx.args.lookup_settle)
-                                .await
-                        }
-                    })
+                    .adopt(
+                        &uid,
+                        &scope_of(&hss),
+                        ctx.owned_task_ids(&obj),
+                        closed(&hss, started),
+                        |claimed| {
+                            let (hss, req) = (&hss, &req);
+                            async move {
+                                resolve::lookup(hss, req, started, &claimed, ctx.args.lookup_settle)
+                                    .await
+                            }
+                        },
+                    )
                     .await;
                 match found.map(|l| submission::after_lookup(l, Candidates::TakeFirst)) {
                     Ok(Found::Task(task_id)) => return Some(Some(task_id)),

@@ -30,6 +30,9 @@ pub struct Ledger {
     seal_key: std::sync::OnceLock<Vec<u8>>,
 }
 
+/// Longest one lookup (its ListTasks pages and confirmations) may take.
+pub const LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Bytes of the HMAC kept as the seal (192 bits).
 const SEAL_BYTES: usize = 24;
 
@@ -131,17 +134,53 @@ impl Ledger {
     /// that is not the object's to take: `owned` (other objects' status, from the cache), the
     /// ids remembered for other objects, and deleted objects' claims in `scope`. The first
     /// candidate found is remembered for the object before the gate is released.
+    ///
+    /// With `window_closed` (the attempt is so old that no task created now can fall into its
+    /// lookup window, [`super::window_closed`]), the lookup's HSS calls run without the gate,
+    /// so POSTs go on meanwhile; the gate is taken only to assign the candidate, re-checked
+    /// against every id claimed by then. Either way the lookup has [`LOOKUP_DEADLINE`]; past
+    /// it, it is inconclusive.
     pub async fn adopt<F>(
         &self,
         uid: &str,
         scope: &str,
         owned: HashSet<String>,
+        window_closed: bool,
         lookup: impl FnOnce(HashSet<String>) -> F,
     ) -> Result<Lookup, hss_client::Error>
     where
         F: Future<Output = Result<Lookup, hss_client::Error>>,
     {
-        let _exclusive = self.gate.write().await;
+        let held = if window_closed {
+            None
+        } else {
+            Some(self.gate.write().await)
+        };
+        let claimed = self.claimed(uid, scope, owned.clone());
+        let mut found = tokio::time::timeout(LOOKUP_DEADLINE, lookup(claimed))
+            .await
+            .unwrap_or(Ok(Lookup::Inconclusive));
+        let _exclusive = match held {
+            Some(gate) => gate,
+            None => self.gate.write().await,
+        };
+        if window_closed && let Ok(Lookup::Candidates(c)) = &mut found {
+            // Claimed while the lookup ran without the gate (another object took it).
+            let now_claimed = self.claimed(uid, scope, owned);
+            c.retain(|t| !now_claimed.contains(&t.task_id));
+            if c.is_empty() {
+                found = Ok(Lookup::Inconclusive);
+            }
+        }
+        if let Ok(Lookup::Candidates(c)) = &found {
+            lock(&self.pending).insert(uid.to_string(), c[0].task_id.clone());
+        }
+        found
+    }
+
+    /// Every task id that is not `uid`'s to take: `owned`, the ids remembered for other
+    /// objects, and deleted objects' claims in `scope`.
+    fn claimed(&self, uid: &str, scope: &str, owned: HashSet<String>) -> HashSet<String> {
         let mut claimed = owned;
         claimed.extend(
             lock(&self.pending)
@@ -156,11 +195,7 @@ impl Ledger {
                 .filter(|c| c.scope == scope && c.expires > now)
                 .map(|c| c.task_id.clone()),
         );
-        let found = lookup(claimed).await;
-        if let Ok(Lookup::Candidates(c)) = &found {
-            lock(&self.pending).insert(uid.to_string(), c[0].task_id.clone());
-        }
-        found
+        claimed
     }
 
     /// At deletion: the object's task ids (remembered, written, or found by cleanup) stay
@@ -234,5 +269,103 @@ mod tests {
             ledger.trusts("uid-c", "t3", None),
             "what this process got from HSS"
         );
+    }
+
+    fn candidate(id: &str) -> Lookup {
+        Lookup::Candidates(vec![
+            serde_json::from_value(serde_json::json!({
+                "task_id": id, "task_type": "cluster_scan", "task_status": "ready",
+            }))
+            .expect("task"),
+        ])
+    }
+
+    #[tokio::test]
+    async fn an_old_attempts_lookup_lets_posts_go_on_and_loses_a_candidate_claimed_meanwhile() {
+        let ledger = std::sync::Arc::new(Ledger::new(None));
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let lookup = {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                ledger
+                    .adopt("uid-old", "", HashSet::new(), true, |_| async move {
+                        let _ = hold.await;
+                        Ok(candidate("t-fresh"))
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        // Another object's POST goes out while the lookup waits on HSS, and gets t-fresh.
+        let posted = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            ledger.post("uid-new", async {
+                Ok(CreateTaskResponse {
+                    task_id: "t-fresh".into(),
+                })
+            }),
+        )
+        .await
+        .expect("not held behind the lookup");
+        assert!(posted.is_ok());
+        release.send(()).expect("release");
+        let found = lookup.await.expect("joined").expect("lookup");
+        assert_eq!(found, Lookup::Inconclusive, "t-fresh is uid-new's now");
+        assert_eq!(ledger.remembered("uid-old"), None);
+    }
+
+    #[tokio::test]
+    async fn a_young_attempts_lookup_keeps_posts_out_until_it_is_done() {
+        let ledger = std::sync::Arc::new(Ledger::new(None));
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let lookup = {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                ledger
+                    .adopt("uid-young", "", HashSet::new(), false, |_| async move {
+                        let _ = hold.await;
+                        Ok(candidate("t-mine"))
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let post = ledger.post("uid-new", async {
+            Ok(CreateTaskResponse {
+                task_id: "t-new".into(),
+            })
+        });
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), post)
+                .await
+                .is_err(),
+            "the POST waits for the lookup"
+        );
+        release.send(()).expect("release");
+        assert_eq!(
+            lookup.await.expect("joined").expect("lookup"),
+            candidate("t-mine")
+        );
+        assert_eq!(ledger.remembered("uid-young").as_deref(), Some("t-mine"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_past_its_deadline_is_inconclusive() {
+        let ledger = Ledger::new(None);
+        let found = ledger
+            .adopt("uid", "", HashSet::new(), true, |_| {
+                futures::future::pending::<Result<Lookup, hss_client::Error>>()
+            })
+            .await
+            .expect("lookup");
+        assert_eq!(found, Lookup::Inconclusive);
+    }
+
+    #[test]
+    fn the_window_closes_past_the_timeout_and_the_skew() {
+        let timeout = std::time::Duration::from_secs(30);
+        let margin = (30 + 120 + 10) * 1000;
+        assert!(!super::super::window_closed(0, timeout, margin));
+        assert!(super::super::window_closed(0, timeout, margin + 1));
     }
 }
