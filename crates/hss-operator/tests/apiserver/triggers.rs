@@ -510,6 +510,30 @@ async fn a_kubelet_upgrade_on_all_nodes_gives_one_run_after_the_versions_settle(
             .await
             .expect("set Node status");
     }
+    // The trigger's first look is its baseline: it must see the Nodes' status, which reaches
+    // the controller's Node cache by watch, a moment after the patches. A probe trigger shows
+    // when it has (its status counts one kubelet version, now or pending), and goes.
+    env.create(
+        "probe",
+        serde_json::json!({"on": {"kubernetesUpgraded": {"settleSeconds": 120}}}),
+    )
+    .await;
+    env.wait_trigger("probe", 30, "the Node cache has the versions", |t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.versions.as_ref())
+            .is_some_and(|v| {
+                v.current.kubelet_versions == Some(1)
+                    || v.pending
+                        .as_ref()
+                        .is_some_and(|p| p.kubelet_versions == Some(1))
+            })
+    })
+    .await;
+    env.cst
+        .delete("probe", &Default::default())
+        .await
+        .expect("delete the probe");
     env.create(
         "on-upgrade",
         serde_json::json!({"on": {"kubernetesUpgraded": {"settleSeconds": 120}}}),
