@@ -190,27 +190,16 @@ pub fn task_lost(
     now: Timestamp,
 ) -> Transition {
     let mut st = current(obj);
-    st.phase = Some(Phase::Failed);
     st.finished_at = Some(Time(now));
     let message = format!(
         "HSS no longer lists task {task_id} (not found by id since {absent_since}); its results \
          cannot be read. Create a new ClusterScanTask to scan again."
     );
-    set(
+    super::failed(
         &mut st,
         obj,
-        status::FAILED,
-        true,
         "TaskNotListed",
         &message,
-        now,
-    );
-    set(
-        &mut st,
-        obj,
-        status::COMPLETE,
-        false,
-        "TaskNotListed",
         "the results cannot be read",
         now,
     );

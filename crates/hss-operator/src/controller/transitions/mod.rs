@@ -142,18 +142,8 @@ pub fn refused(obj: &ClusterScanTask, reason: &str, message: &str, now: Timestam
         return credentials_unavailable(obj, reason, message, Duration::from_secs(300), now);
     }
     let mut st = current(obj);
-    st.phase = Some(Phase::Failed);
     st.observed_generation = obj.metadata.generation;
-    set(&mut st, obj, status::FAILED, true, reason, message, now);
-    set(
-        &mut st,
-        obj,
-        status::COMPLETE,
-        false,
-        reason,
-        "the scan never ran",
-        now,
-    );
+    failed(&mut st, obj, reason, message, "the scan never ran", now);
     Transition {
         status: st,
         events: vec![events::warning(reason, "Validate", message)],
@@ -327,20 +317,10 @@ pub fn post_failed(obj: &ClusterScanTask, err: &hss_client::Error, now: Timestam
     st.last_error = Some(hss_error(err, now));
     match submission::after_post(err, attempts(&st)) {
         AfterPost::Final => {
-            st.phase = Some(Phase::Failed);
             clear_attempt(&mut st, "Rejected");
             let reason = events::reason_for(err.category());
             let message = format!("HSS rejected the scan: {}", crate::report_error(err));
-            set(&mut st, obj, status::FAILED, true, &reason, &message, now);
-            set(
-                &mut st,
-                obj,
-                status::COMPLETE,
-                false,
-                &reason,
-                "the scan never ran",
-                now,
-            );
+            failed(&mut st, obj, &reason, &message, "the scan never ran", now);
             if err.is_signature_failure() {
                 set(
                     &mut st,
@@ -411,23 +391,12 @@ pub fn untrusted_task(obj: &ClusterScanTask, now: Timestamp) -> Transition {
         "status.taskId {id:?} was not recorded by the operator (status was changed by someone else); it is not followed. Delete this ClusterScanTask and create it again"
     );
     let mut st = current(obj);
-    st.phase = Some(Phase::Failed);
-    set(
+    failed(
         &mut st,
         obj,
-        status::FAILED,
-        true,
         "TaskIdNotRecorded",
         &message,
-        now,
-    );
-    set(
-        &mut st,
-        obj,
-        status::COMPLETE,
-        false,
-        "TaskIdNotRecorded",
-        &message,
+        "the task is not followed",
         now,
     );
     Transition {
@@ -435,6 +404,21 @@ pub fn untrusted_task(obj: &ClusterScanTask, now: Timestamp) -> Transition {
         events: vec![events::warning("TaskIdNotRecorded", "Follow", &message)],
         action: Action::await_change(),
     }
+}
+
+/// Ends the scan `Failed`: `Failed=True` with `reason` and `message`, and `Complete=False` with
+/// the same reason and `incomplete` (why nothing more will come of it).
+pub(super) fn failed(
+    st: &mut ClusterScanTaskStatus,
+    obj: &ClusterScanTask,
+    reason: &str,
+    message: &str,
+    incomplete: &str,
+    now: Timestamp,
+) {
+    st.phase = Some(Phase::Failed);
+    set(st, obj, status::FAILED, true, reason, message, now);
+    set(st, obj, status::COMPLETE, false, reason, incomplete, now);
 }
 
 /// The attempt's task is known: `Submitted` with the task id, followed by the shared poll.
