@@ -97,10 +97,7 @@ use crate::{
     controller_runtime::{self, events, retry::FailureStreaks},
     crd::{
         ClusterScanTask, ClusterScanTrigger, ClusterScanTriggerStatus,
-        cluster_scan_trigger::{
-            RUN_NOW_ANNOTATION, RUN_REASON_LABEL, RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION,
-            TRIGGER_LABEL,
-        },
+        cluster_scan_trigger::TRIGGER_LABEL,
     },
 };
 use decide::{Decision, Inputs, PlannedRun, RunInfo};
@@ -265,7 +262,7 @@ pub async fn run(
             .any_semantic(),
     )
     .default_backoff()
-    .modify(trim_run)
+    .modify(run::trim_run)
     .reflect(runs_writer)
     .touched_objects();
     let (nodes, node_changes) = nodes::watch(kube.clone());
@@ -287,7 +284,7 @@ pub async fn run(
     let (cached, cache_writer) = reflector::store();
     let trigger_events = watcher(triggers, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(trim_trigger)
+        .modify(run::trim_trigger)
         .reflect(cache_writer)
         .applied_objects();
     let controller = Controller::for_stream(trigger_events, cached)
@@ -310,27 +307,6 @@ pub async fn run(
         _ = ctx.events.run() => {}
     }
     Ok(())
-}
-
-/// Keeps only what the controller reads of a trigger's metadata: the run-now annotation.
-fn trim_trigger(trigger: &mut ClusterScanTrigger) {
-    controller_runtime::cache::keep_only(&mut trigger.metadata, &[RUN_NOW_ANNOTATION], &[]);
-}
-
-/// Keeps only what triggers read of a run.
-fn trim_run(task: &mut ClusterScanTask) {
-    controller_runtime::cache::keep_only(
-        &mut task.metadata,
-        &[RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION],
-        &[RUN_REASON_LABEL, TRIGGER_LABEL],
-    );
-    if let Some(status) = task.status.as_mut() {
-        *status = crate::crd::ClusterScanTaskStatus {
-            phase: status.phase,
-            finished_at: status.finished_at.take(),
-            ..Default::default()
-        };
-    }
 }
 
 async fn reconcile(trigger: Arc<ClusterScanTrigger>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -427,7 +403,7 @@ async fn reconcile_inner(trigger: Arc<ClusterScanTrigger>, ctx: &Context) -> Res
             .and_then(|s| controller_runtime::conditions::get(&s.conditions, decide::READY))
             .is_none_or(|c| c.reason != refusal.reason || c.message != refusal.message);
         decision = Decision {
-            status: refused_status(&trigger, refusal.reason, &refusal.message, now),
+            status: decide::refused(&trigger, refusal.reason, &refusal.message, now),
             create: None,
             delete: Vec::new(),
             notes: Vec::new(),
@@ -567,7 +543,7 @@ async fn create_run(
             // The API server refuses the template (admission); not retried until it changes.
             let message = format!("the API server refused the run: {}", e.message);
             *decision = Decision {
-                status: refused_status(trigger, "InvalidTemplate", &message, ctx.clock.now()),
+                status: decide::refused(trigger, "InvalidTemplate", &message, ctx.clock.now()),
                 create: None,
                 delete: Vec::new(),
                 notes: Vec::new(),
@@ -578,28 +554,6 @@ async fn create_run(
         Err(e) => return Err(Error::CreateRun(e)),
     }
     Ok(())
-}
-
-/// The trigger's status with `Ready=False` and `reason` (`InvalidTemplate`, `NotPermitted`),
-/// everything else unchanged (so the causes stay owed until the template is fixed).
-fn refused_status(
-    trigger: &ClusterScanTrigger,
-    reason: &str,
-    message: &str,
-    now: jiff::Timestamp,
-) -> ClusterScanTriggerStatus {
-    let mut st = trigger.status.clone().unwrap_or_default();
-    st.observed_generation = trigger.metadata.generation;
-    controller_runtime::conditions::set(
-        &mut st.conditions,
-        trigger.metadata.generation,
-        decide::READY,
-        false,
-        reason,
-        message,
-        now,
-    );
-    st
 }
 
 /// Writes the whole status, conditional on the trigger's resourceVersion (see [`controller_runtime::status`]).

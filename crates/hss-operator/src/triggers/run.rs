@@ -11,7 +11,8 @@ use super::decide::PlannedRun;
 use crate::crd::{
     ClusterScanTask, ClusterScanTrigger,
     cluster_scan_trigger::{
-        RUN_REASON_LABEL, RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION, TRIGGER_LABEL,
+        RUN_NOW_ANNOTATION, RUN_REASON_LABEL, RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION,
+        TRIGGER_LABEL,
     },
 };
 
@@ -56,6 +57,27 @@ pub fn build_run(
         },
         spec: trigger.spec.template.spec.clone(),
         status: None,
+    }
+}
+
+/// Keeps only what the controller reads of a trigger's metadata: the run-now annotation.
+pub(super) fn trim_trigger(trigger: &mut ClusterScanTrigger) {
+    crate::controller_runtime::cache::keep_only(&mut trigger.metadata, &[RUN_NOW_ANNOTATION], &[]);
+}
+
+/// Keeps only what triggers read of a run.
+pub(super) fn trim_run(task: &mut ClusterScanTask) {
+    crate::controller_runtime::cache::keep_only(
+        &mut task.metadata,
+        &[RUN_TIME_ANNOTATION, SCHEDULED_TIME_ANNOTATION],
+        &[RUN_REASON_LABEL, TRIGGER_LABEL],
+    );
+    if let Some(status) = task.status.as_mut() {
+        *status = crate::crd::ClusterScanTaskStatus {
+            phase: status.phase,
+            finished_at: status.finished_at.take(),
+            ..Default::default()
+        };
     }
 }
 

@@ -19,6 +19,28 @@ use crate::crd::{
 
 mod detect;
 mod steps;
+/// The trigger's status with `Ready=False` and `reason` (`InvalidTemplate`, `NotPermitted`),
+/// everything else unchanged (so the causes stay owed until the template is fixed).
+pub fn refused(
+    trigger: &ClusterScanTrigger,
+    reason: &str,
+    message: &str,
+    now: jiff::Timestamp,
+) -> ClusterScanTriggerStatus {
+    let mut st = trigger.status.clone().unwrap_or_default();
+    st.observed_generation = trigger.metadata.generation;
+    set_condition(
+        &mut st.conditions,
+        trigger.metadata.generation,
+        READY,
+        false,
+        reason,
+        message,
+        now,
+    );
+    st
+}
+
 #[cfg(test)]
 mod tests;
 
