@@ -58,7 +58,7 @@ pub struct Setup<'a> {
     /// For IAM and STS (federation, OIDC): honours the environment's proxies.
     pub http: reqwest::Client,
     /// For the metadata service and Pod Identity: must be built without proxies
-    /// ([`crate::client::Proxies::Never`]), since their plain-http answers are temporary keys.
+    /// ([`crate::transport::Proxies::Never`]), since their plain-http answers are temporary keys.
     pub direct: reqwest::Client,
     pub metadata_endpoint: String,
     /// Allow plain-http IAM and STS endpoints (tests and the simulator only).

@@ -22,7 +22,7 @@
 //! SDK's layout (`", "` and `": "` separators, non-ASCII escaped as `\uXXXX`, keys in model
 //! order, unset fields omitted); the query string in canonical (sorted) order.
 
-use std::{sync::OnceLock, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use secrecy::ExposeSecret;
@@ -43,6 +43,7 @@ use super::{
     signer, text,
     wire::page_query,
 };
+use crate::transport::http_client;
 
 /// How the client reaches HSS.
 #[derive(Debug, Clone)]
@@ -68,70 +69,6 @@ impl ClientConfig {
             extra_ca_pem: None,
         }
     }
-}
-
-/// Builds the shared reqwest client (also used for IAM token requests).
-pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, Error> {
-    http_client_with(
-        config.timeout,
-        config.connect_timeout,
-        config.extra_ca_pem.as_deref(),
-    )
-}
-
-/// Whether a client goes through the proxies the environment names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proxies {
-    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (either case), read when the
-    /// client is built: HSS, IAM and STS calls.
-    FromEnvironment,
-    /// Never a proxy: the link-local metadata and Pod Identity endpoints, plain http by
-    /// design, whose answers are temporary keys that must not pass through anyone.
-    Never,
-}
-
-/// Builds a reqwest client from the transport settings alone (no endpoint or project needed):
-/// per-request and connect timeouts, and extra trusted CA certificates (PEM bundle). It
-/// honours the environment's proxies ([`Proxies::FromEnvironment`]).
-pub fn http_client_with(
-    timeout: Duration,
-    connect_timeout: Duration,
-    extra_ca_pem: Option<&[u8]>,
-) -> Result<reqwest::Client, Error> {
-    http_client_via(
-        timeout,
-        connect_timeout,
-        extra_ca_pem,
-        Proxies::FromEnvironment,
-    )
-}
-
-/// [`http_client_with`], choosing whether proxies apply.
-pub fn http_client_via(
-    timeout: Duration,
-    connect_timeout: Duration,
-    extra_ca_pem: Option<&[u8]>,
-    proxies: Proxies,
-) -> Result<reqwest::Client, Error> {
-    static PROVIDER: OnceLock<()> = OnceLock::new();
-    PROVIDER.get_or_init(|| {
-        // Another part of the process may have installed one already; either is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("hss-operator/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(60));
-    if proxies == Proxies::Never {
-        builder = builder.no_proxy();
-    }
-    if let Some(pem) = extra_ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    builder.build().map_err(Error::Client)
 }
 
 /// The HSS client. Cheap to clone.

@@ -36,6 +36,7 @@ pub mod results;
 pub mod signer;
 pub mod sources;
 pub mod text;
+pub mod transport;
 pub mod wire;
 
 pub use error::{Error, Outcome};

@@ -14,11 +14,11 @@ use crate::{
 
 /// Without proxies: a unit test never reads the process environment.
 fn http() -> reqwest::Client {
-    crate::client::http_client_via(
+    crate::transport::http_client_via(
         Duration::from_secs(5),
         Duration::from_secs(1),
         None,
-        crate::client::Proxies::Never,
+        crate::transport::Proxies::Never,
     )
     .expect("client")
 }

@@ -4,8 +4,9 @@
 use hss_client::{
     allow::AllowList,
     budget::Budget,
-    client::{ClientConfig, HssClient, Proxies},
+    client::{ClientConfig, HssClient},
     endpoint::Endpoint,
+    transport::Proxies,
 };
 
 use super::{Env, Error, HssArgs, Overrides};
@@ -94,7 +95,7 @@ impl HssArgs {
             }
             None => None,
         };
-        Ok(hss_client::client::http_client_via(
+        Ok(hss_client::transport::http_client_via(
             self.timeout,
             hss_client::limits::DEFAULT_CONNECT_TIMEOUT,
             extra_ca.as_deref(),

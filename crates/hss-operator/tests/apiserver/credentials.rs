@@ -193,8 +193,12 @@ async fn issued_by(sim: &Simulator) -> hss_client::sources::Temporary {
             uri: format!("{}/v1/pod-identity/credentials", sim.base_url()),
             token_file: token,
         },
-        hss_client::client::http_client_with(Duration::from_secs(5), Duration::from_secs(2), None)
-            .expect("http"),
+        hss_client::transport::http_client_with(
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            None,
+        )
+        .expect("http"),
     );
     provider.current().await.expect("issued").0
 }

@@ -10,11 +10,12 @@ use hss_client::{
     Api, Outcome,
     budget::Budget,
     chain::{self, env},
-    client::{ClientConfig, HssClient, http_client},
+    client::{ClientConfig, HssClient},
     credentials::Credentials,
     endpoint::Endpoint,
     model::*,
     sources::{self, SourceKind},
+    transport::http_client,
 };
 use hss_simulator::{DEFAULT_IDENTITY_TOKEN, SimConfig, Simulator};
 

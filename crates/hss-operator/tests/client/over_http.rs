@@ -7,11 +7,12 @@ use std::{collections::HashSet, time::Duration};
 use hss_client::{
     Api, Error, Outcome,
     budget::Budget,
-    client::{ClientConfig, HssClient, http_client},
+    client::{ClientConfig, HssClient},
     credentials::{self, Credentials, IamTokenProvider},
     endpoint::Endpoint,
     model::*,
     resolve,
+    transport::http_client,
 };
 use hss_operator::submit;
 use hss_simulator::{FaultKind, FaultPlan, IamUser, Secret, SimConfig, Simulator};

@@ -12,9 +12,10 @@ use hss_client::{
     Api,
     budget::Budget,
     chain::{self, env},
-    client::{ClientConfig, HssClient, Proxies, http_client_via},
+    client::{ClientConfig, HssClient},
     endpoint::Endpoint,
     sources::SourceKind,
+    transport::{Proxies, http_client_via},
 };
 use hss_simulator::{DEFAULT_IDENTITY_TOKEN, SimConfig, Simulator};
 use tokio::{
