@@ -444,7 +444,8 @@ async fn reconcile(obj: Arc<ClusterScanTask>, ctx: Arc<Context>) -> Result<Actio
 async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
     let phase = status::phase(&obj);
     // A task id the operator did not record (someone patched status) is never followed, nor
-    // its results read with the operator's credentials.
+    // its results read with the operator's credentials: a followed one ends Failed; a
+    // finished scan keeps its status, and nothing more is read or taken from it.
     if let Some(st) = obj.status.as_ref()
         && let Some(id) = st.task_id.as_deref()
         && phase != Phase::Failed
@@ -452,6 +453,12 @@ async fn apply(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error
             .ledger
             .trusts(&Context::uid(&obj), id, st.task_id_seal.as_deref())
     {
+        if phase.is_final() {
+            tracing::warn!(
+                "status.taskId was not recorded by the operator: its findings are not read"
+            );
+            return Ok(Action::await_change());
+        }
         let t = transitions::untrusted_task(&obj, jiff::Timestamp::now());
         return Ok(ctx.commit(&obj, t).await?.1);
     }
