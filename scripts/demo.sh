@@ -74,6 +74,7 @@ kubectl -n "$NS" create secret generic hss-credentials \
 say "starting hss-operator run (default budget: 5 CreateTask calls per minute)"
 "$BIN" run --namespace "$NS" --endpoint "$URL" --allow-insecure-endpoints --project-id demo \
   --credentials-secret "$NS/hss-credentials" --poll-interval 5s --admin-listen 127.0.0.1:0 \
+  --metrics-listen 127.0.0.1:0 \
   --disable-triggers >"$WORK/operator.log" 2>&1 &
 PIDS+=($!)
 
