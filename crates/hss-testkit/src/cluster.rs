@@ -327,6 +327,15 @@ pub fn condition(o: &ClusterScanTask, type_: &str) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The message of condition `type_` of the object; empty when it has none.
+pub fn condition_message(o: &ClusterScanTask, type_: &str) -> String {
+    o.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 /// The object, using the credentials in Secret `name` of its namespace.
 pub fn with_secret(mut obj: ClusterScanTask, name: &str) -> ClusterScanTask {
     obj.spec.credentials_secret_ref =

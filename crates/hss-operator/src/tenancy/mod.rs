@@ -165,18 +165,15 @@ impl Tenants {
         else {
             return Ok(None);
         };
-        let labels = match namespaces.get(&kube::runtime::reflector::ObjectRef::new(ns)) {
-            Some(n) => n.labels().clone(),
+        let labels = match cached_labels(namespaces, ns) {
+            Some(labels) => labels,
             None => match Api::<Namespace>::all(kube.clone()).get_opt(ns).await {
                 Ok(Some(n)) => n.labels().clone(),
                 Ok(None) => BTreeMap::new(),
                 Err(e) => return Err(Error::ReadNamespace(e)),
             },
         };
-        Ok(Some(grant::grant_for(
-            &with_name(labels, ns),
-            policies.state().iter().map(|p| p.as_ref()),
-        )))
+        Ok(Some(grant_in(policies, labels, ns)))
     }
 
     /// Checks a scan in namespace `ns` that would use the operator's own credentials.
@@ -211,15 +208,8 @@ impl Tenants {
         else {
             return 1;
         };
-        let labels = namespaces
-            .get(&kube::runtime::reflector::ObjectRef::new(ns))
-            .map(|n| n.labels().clone())
-            .unwrap_or_default();
-        grant::grant_for(
-            &with_name(labels, ns),
-            policies.state().iter().map(|p| p.as_ref()),
-        )
-        .map_or(1, |g| g.share)
+        let labels = cached_labels(namespaces, ns).unwrap_or_default();
+        grant_in(policies, labels, ns).map_or(1, |g| g.share)
     }
 }
 
@@ -255,6 +245,25 @@ impl TemplateCheck {
         let project = spec.project_id.as_deref().unwrap_or(own);
         Ok(self.tenants.check(ns, spec, project, own).await?.err())
     }
+}
+
+/// The labels of namespace `ns` in the cache, if it is there.
+fn cached_labels(namespaces: &Store<Namespace>, ns: &str) -> Option<BTreeMap<String, String>> {
+    namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(ns))
+        .map(|n| n.labels().clone())
+}
+
+/// What the cached policies grant namespace `ns` with `labels`.
+fn grant_in(
+    policies: &Store<ClusterScanPolicy>,
+    labels: BTreeMap<String, String>,
+    ns: &str,
+) -> Option<Grant> {
+    grant::grant_for(
+        &with_name(labels, ns),
+        policies.state().iter().map(|p| p.as_ref()),
+    )
 }
 
 /// The labels with the name label the API server sets since 1.21 (older servers lack it).

@@ -325,12 +325,7 @@ async fn policies_keep_each_team_to_its_own_clusters_files_and_scan_types() {
             Api::namespaced(admin.clone(), api.namespace().expect("namespaced"));
         let o = wait_for(&admin_api, name, 60, |o| phase(o) == Some(Phase::Failed)).await;
         assert_eq!(failed_reason(&o).as_deref(), Some("NotPermitted"), "{name}");
-        let message = o
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed"))
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
+        let message = condition_message(&o, "Failed");
         assert!(message.contains(names), "{name}: {message}");
         assert!(
             o.status.as_ref().and_then(|s| s.task_id.as_ref()).is_none(),
@@ -669,12 +664,7 @@ async fn a_namespace_with_many_waiting_scans_does_not_starve_the_others() {
         .into_iter()
         .find(|o| !has_task(o))
         .expect("the flood still waits");
-    let message = waiting
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Throttled"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = condition_message(&waiting, "Throttled");
     assert!(
         message.contains("in this namespace's queue; about"),
         "{message}"

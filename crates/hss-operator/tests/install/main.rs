@@ -589,15 +589,8 @@ async fn default_values_run_one_ready_replica_that_completes_a_scan_and_stops_on
         condition(o, "Failed").is_some_and(|(s, r)| s == "True" && r == "NotPermitted")
     })
     .await;
-    let failed = refused
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed"))
-        .expect("Failed condition");
-    assert!(
-        failed.message.contains("no ClusterScanPolicy selects"),
-        "{failed:?}"
-    );
+    let failed = condition_message(&refused, "Failed");
+    assert!(failed.contains("no ClusterScanPolicy selects"), "{failed}");
     assert_eq!(
         inst.task_ids(),
         [id],
