@@ -84,6 +84,21 @@ pub struct HssClient {
     offset: Offset,
     /// Who may sign with which fixed access key ([`KeyGuard`]); shared with `with_guard`.
     guard: KeyGuard,
+    /// Who waits first for a token ([`Gate`]); `None`: every caller for itself.
+    gate: Option<std::sync::Arc<dyn Gate>>,
+}
+
+/// Decides which waiting caller gets the next token of an API (the operator's fair queue
+/// across tenants). Without one, callers wait on the budget directly, each for itself.
+///
+/// Guarantees expected of an implementation: the permit it returns was taken from `budget`
+/// for `key`'s source (never made up), so a gate can reorder callers but not exceed the budget.
+pub trait Gate: Send + Sync {
+    fn acquire(
+        &self,
+        budget: &Budget,
+        key: BudgetKey,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Permit> + Send + 'static>>;
 }
 
 /// Sees every call and budget wait (metrics live outside this module).
@@ -136,6 +151,7 @@ impl HssClient {
             observer: None,
             offset: Offset::default(),
             guard: KeyGuard::default(),
+            gate: None,
         }
     }
 
@@ -143,6 +159,12 @@ impl HssClient {
     /// access key then stops every client from signing with it (see [`crate::guard`]).
     pub fn with_guard(mut self, guard: KeyGuard) -> Self {
         self.guard = guard;
+        self
+    }
+
+    /// Waits for tokens through `gate` (see [`Gate`]).
+    pub fn with_gate(mut self, gate: std::sync::Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -176,9 +198,14 @@ impl HssClient {
 
     /// Waits for a token for `api`.
     pub async fn acquire(&self, api: Api) -> Permit {
-        let permit = self.budget.acquire(&self.budget_key(api)).await;
+        let started = tokio::time::Instant::now();
+        let key = self.budget_key(api);
+        let permit = match &self.gate {
+            Some(gate) => gate.acquire(&self.budget, key).await,
+            None => self.budget.acquire(&key).await,
+        };
         if let Some(o) = &self.observer {
-            o.budget_wait(api, permit.waited());
+            o.budget_wait(api, started.elapsed().max(permit.waited()));
         }
         permit
     }

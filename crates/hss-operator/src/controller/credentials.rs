@@ -161,6 +161,7 @@ impl Context {
         let client = self.clients.get_or_insert(key, &version, || {
             HssClient::with_http(self.http.clone(), config, credentials, self.budget.clone())
                 .with_observer(self.metrics.hss.clone())
+                .with_gate(self.fair.gate())
         });
         if client.credentials().is_refused() {
             return Ok(Err(Unusable::Credentials(CredentialsProblem::Expired(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kube::{ResourceExt, runtime::controller::Action};
 
-use super::{Context, Error, status, transitions};
+use super::{Context, Error, fair, offload, status, transitions};
 use crate::{
     controller_runtime::conditions,
     crd::{ClusterScanTask, Phase, cluster_scan_task::ResourceResult},
@@ -127,48 +127,30 @@ fn results_cut(obj: &ClusterScanTask) -> bool {
     counted > i64::try_from(st.results.len()).unwrap_or(i64::MAX)
 }
 
-/// Reads the findings and records them (status, Event, gauges).
+/// What a findings read ends with.
+pub(super) type Outcome = Result<findings::Summary, findings::Error>;
+
+/// Reads the findings and records them (status, Event, gauges). The read runs outside
+/// reconcile ([`super::offload`]), its calls queued as the object's namespace: this reconcile
+/// starts it and returns; the one after it ended records its outcome.
 pub(super) async fn read(
     obj: Arc<ClusterScanTask>,
     ctx: &Context,
     hss: &HssClient,
 ) -> Result<Action, Error> {
-    // Pages fetched after this task was seen finished may serve it (and the objects that
-    // finished with it).
-    let not_before = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.finished_at.as_ref())
-        .map_or_else(jiff::Timestamp::now, |t| t.0);
-    let shared = findings::Shared {
-        caches: &ctx.findings,
-        not_before,
-    };
-    let summary = match obj.spec.task_type {
-        TaskType::ClusterScan => {
-            let scan_types = obj
-                .spec
-                .cluster_scan
-                .as_ref()
-                .map(|c| c.scan_types.clone())
-                .unwrap_or_default();
-            let (clusters, failed, cut) = scope(&obj);
-            findings::read(hss, &scan_types, &clusters, Some(shared))
-                .await
-                .map(|mut read| {
-                    read.incomplete |= cut;
-                    findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now())
-                })
-        }
-        TaskType::IacScan => {
-            let (ids, failed, wanted, cut) = files(&obj);
-            findings::read_files(hss, &wanted, Some(shared))
-                .await
-                .map(|mut read| {
-                    read.incomplete |= cut;
-                    findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now())
-                })
-        }
+    let uid = Context::uid(&obj);
+    let caller = fair::Caller::of(
+        &obj,
+        ctx.tenants.share(&obj.namespace().unwrap_or_default()),
+    );
+    let step = ctx.reads.step(&obj, &uid, || {
+        let (obj, hss, caches) = (obj.clone(), hss.clone(), ctx.findings.clone());
+        fair::as_caller(caller, async move { read_now(&obj, &hss, &caches).await })
+    });
+    let summary = match step {
+        offload::Step::Ready(summary) => summary,
+        // Woken when it ends; the requeue only covers a lost wake-up.
+        offload::Step::Running => return Ok(Action::requeue(offload::RECHECK)),
     };
     let t = match summary {
         Ok(summary) => {
@@ -185,6 +167,44 @@ pub(super) async fn read(
         Err(e) => transitions::findings_unavailable(&obj, &e, jiff::Timestamp::now()),
     };
     Ok(ctx.commit(&obj, t).await?.1)
+}
+
+/// The read itself: the task's own clusters or files, through the shared pages.
+async fn read_now(obj: &ClusterScanTask, hss: &HssClient, caches: &findings::Caches) -> Outcome {
+    // Pages fetched after this task was seen finished may serve it (and the objects that
+    // finished with it).
+    let not_before = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_ref())
+        .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let shared = findings::Shared { caches, not_before };
+    match obj.spec.task_type {
+        TaskType::ClusterScan => {
+            let scan_types = obj
+                .spec
+                .cluster_scan
+                .as_ref()
+                .map(|c| c.scan_types.clone())
+                .unwrap_or_default();
+            let (clusters, failed, cut) = scope(obj);
+            findings::read(hss, &scan_types, &clusters, Some(shared))
+                .await
+                .map(|mut read| {
+                    read.incomplete |= cut;
+                    findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now())
+                })
+        }
+        TaskType::IacScan => {
+            let (ids, failed, wanted, cut) = files(obj);
+            findings::read_files(hss, &wanted, Some(shared))
+                .await
+                .map(|mut read| {
+                    read.incomplete |= cut;
+                    findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now())
+                })
+        }
+    }
 }
 
 /// A final object's recorded findings back into the gauges (after a restart, say).

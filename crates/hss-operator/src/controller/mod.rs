@@ -27,6 +27,7 @@ pub mod fair;
 mod findings;
 pub mod metrics;
 pub mod namespace_cap;
+pub mod offload;
 pub mod policy;
 pub mod poller;
 mod run;
@@ -189,7 +190,11 @@ pub struct Context {
     /// Checked right before every CreateTask POST.
     pub leadership: Leadership,
     /// Result pages shared by the objects whose findings are read together.
-    pub findings: crate::findings::Caches,
+    pub findings: Arc<crate::findings::Caches>,
+    /// Findings reads running outside reconcile.
+    reads: offload::Offload<findings::Outcome>,
+    /// Finished tasks' results reads running outside reconcile.
+    results: offload::Offload<tracking::Outcome>,
     /// Cached copies this process's own writes replaced: not acted on.
     superseded: crate::controller_runtime::superseded::Superseded,
     /// What each namespace may do with the operator's credentials.

@@ -118,6 +118,7 @@ pub async fn run(
         persistent = args.claims_configmap.is_some(),
         "loaded the claims on deleted objects' tasks"
     );
+    let fair = super::fair::FairQueue::new(budget_for_queue, poller.waker());
     let ctx = Arc::new(Context {
         kube: kube.clone(),
         events: events::Events::new(kube.clone(), runtime.instance.clone()),
@@ -136,7 +137,9 @@ pub async fn run(
         findings: Default::default(),
         superseded: Default::default(),
         tenants,
-        fair: super::fair::FairQueue::new(budget_for_queue, poller.waker()),
+        fair,
+        reads: super::offload::Offload::new(poller.waker()),
+        results: super::offload::Offload::new(poller.waker()),
     });
 
     // The poller's triggers go to the controller of the object's namespace.

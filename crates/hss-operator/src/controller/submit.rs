@@ -353,6 +353,8 @@ async fn adopt_named(
 pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<Action, Error> {
     let uid = Context::uid(&obj);
     ctx.fair.leave(&uid);
+    ctx.reads.cancel(&uid);
+    ctx.results.cancel(&uid);
     if ctx.namespace_cap(&obj).await?.is_some() {
         ctx.wake_next_waiter(&obj);
     }

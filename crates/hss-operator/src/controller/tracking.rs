@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use kube::{runtime::controller::Action, runtime::reflector::ObjectRef};
+use kube::{ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
 
-use super::{Context, Error, transitions};
+use super::{Context, Error, fair, offload, transitions};
 use crate::crd::{
     ClusterScanTask,
     cluster_scan_task::{MAX_RESULTS, Progress, ResourceResult, ScanFailure},
@@ -92,6 +92,49 @@ pub fn results(resp: &ListTaskResourcesResponse) -> Vec<ResourceResult> {
     rows
 }
 
+/// What reading a finished task's results ends with.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// ListTaskResources (or the RetryTask it asked for) failed.
+    Unavailable(hss_client::Error),
+    /// Failed clusters were sent back to HSS with RetryTask.
+    Retried(Vec<ResourceResult>),
+    Finished(Vec<ResourceResult>),
+}
+
+/// A finished task's results, and the RetryTask of its failed clusters when the object asks
+/// for one (see [`transitions::wants_retry`]). Runs outside reconcile ([`super::offload`]).
+async fn read_results(
+    obj: &ClusterScanTask,
+    hss: &HssClient,
+    info: &TaskInfo,
+    task_id: &str,
+) -> Outcome {
+    let req = ListTaskResourcesRequest {
+        task_type: obj.spec.task_type,
+        cluster_scan_info: None,
+        iac_scan_info: None,
+    };
+    let rows = match hss.list_task_resources(task_id, &req, 0, MAX_PAGE).await {
+        Err(e) => return Outcome::Unavailable(e),
+        Ok(resp) => results(&resp),
+    };
+    if !transitions::wants_retry(obj, info, &rows) {
+        return Outcome::Finished(rows);
+    }
+    let retry = RetryTaskRequest {
+        task_type: TaskType::ClusterScan,
+        cluster_scan_info: RetryClusterScanInfo {
+            range_type: RetryRangeType::AllFailedCluster,
+            cluster_info_list: None,
+        },
+    };
+    match hss.retry_task(task_id, &retry).await {
+        Ok(()) => Outcome::Retried(rows),
+        Err(e) => Outcome::Unavailable(e),
+    }
+}
+
 /// Submitted or Running: apply the shared poll's view; when HSS reports the task finished,
 /// fetch the results and either ask for a retry of failed clusters or finish.
 pub(super) async fn follow(
@@ -136,34 +179,31 @@ pub(super) async fn follow(
     } else if transitions::retry_not_yet_shown(&obj, &info, now) {
         transitions::awaiting_retry(&obj, poll_every)
     } else {
-        let req = ListTaskResourcesRequest {
-            task_type: obj.spec.task_type,
-            cluster_scan_info: None,
-            iac_scan_info: None,
-        };
-        match hss.list_task_resources(&task_id, &req, 0, MAX_PAGE).await {
-            Err(e) => transitions::results_unavailable(&obj, &info, &e, now),
-            Ok(resp) => {
-                let rows = results(&resp);
-                if transitions::wants_retry(&obj, &info, &rows) {
-                    let retry = RetryTaskRequest {
-                        task_type: TaskType::ClusterScan,
-                        cluster_scan_info: RetryClusterScanInfo {
-                            range_type: RetryRangeType::AllFailedCluster,
-                            cluster_info_list: None,
-                        },
-                    };
-                    match hss.retry_task(&task_id, &retry).await {
-                        Ok(()) => {
-                            ctx.poller.reset(&task_id);
-                            transitions::retried(&obj, &info, rows, poll_every, now)
-                        }
-                        Err(e) => transitions::results_unavailable(&obj, &info, &e, now),
-                    }
-                } else {
-                    ctx.poller.untrack(&task_id);
-                    transitions::finished(&obj, &info, rows, now)
-                }
+        let uid = Context::uid(&obj);
+        let caller = fair::Caller::of(
+            &obj,
+            ctx.tenants.share(&obj.namespace().unwrap_or_default()),
+        );
+        let step = ctx.results.step(&obj, &uid, || {
+            let (obj, hss, info, task_id) =
+                (obj.clone(), hss.clone(), info.clone(), task_id.clone());
+            fair::as_caller(caller, async move {
+                read_results(&obj, &hss, &info, &task_id).await
+            })
+        });
+        match step {
+            // Woken when it ends; the requeue only covers a lost wake-up.
+            offload::Step::Running => return Ok(Action::requeue(offload::RECHECK)),
+            offload::Step::Ready(Outcome::Unavailable(e)) => {
+                transitions::results_unavailable(&obj, &info, &e, now)
+            }
+            offload::Step::Ready(Outcome::Retried(rows)) => {
+                ctx.poller.reset(&task_id);
+                transitions::retried(&obj, &info, rows, poll_every, now)
+            }
+            offload::Step::Ready(Outcome::Finished(rows)) => {
+                ctx.poller.untrack(&task_id);
+                transitions::finished(&obj, &info, rows, now)
             }
         }
     };

@@ -12,5 +12,6 @@ mod leader;
 mod lease;
 mod metrics_auth;
 mod rbac;
+mod slots;
 mod tenant;
 mod triggers;

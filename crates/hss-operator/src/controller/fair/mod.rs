@@ -1,13 +1,21 @@
-//! The fair queue for CreateTask tokens: one budget shared by every tenant, handed out across
+//! The fair queues for HSS tokens: one budget shared by every tenant, handed out across
 //! namespaces by weight, first come first served within a namespace, and waiting that holds
 //! nothing.
 //!
-//! A Pending object that wants to POST asks [`FairQueue::turn`]. Unless a token was handed to
-//! it, it joins its namespace's queue and its reconcile returns at once (no reconcile slot is
-//! held while it waits, no timer races other waiters). One dispatcher per budget source (an
-//! endpoint's CreateTask bucket) waits for each token, picks the next object by start-time
+//! Two kinds of waiter, one queue per budget source (an endpoint's bucket of one API):
+//! - A Pending object that wants to POST asks [`FairQueue::turn`]. Unless a token was handed
+//!   to it, it joins its namespace's queue and its reconcile returns at once (no reconcile
+//!   slot is held while it waits, no timer races other waiters); the token's dispatcher wakes
+//!   that one object, and its next reconcile takes the token.
+//! - Every other call (findings reads, results, lookups, the shared poll) waits in
+//!   [`FairQueue::wait`], the [`Gate`] the operator's HSS clients use: the caller's namespace
+//!   comes from [`as_caller`] (the work runs in its own task, see `super::offload`, so it
+//!   holds no reconcile slot either); calls outside any caller (the shared poll) queue as the
+//!   operator's own namespace, [`OPERATOR`].
+//!
+//! One dispatcher per budget source waits for each token, picks the next waiter by start-time
 //! fair queueing over the namespaces waiting (weight: the `share` of the ClusterScanPolicy
-//! selecting the namespace, 1 without one), hands it the token and wakes that one object.
+//! selecting the namespace, 1 without one) and hands it the token: one waiter per token.
 //!
 //! # Guarantees
 //! - The budget stays fully used: while anyone waits, the dispatcher takes every token as it
@@ -37,7 +45,10 @@ use std::{
     time::Duration,
 };
 
-use hss_client::budget::{Budget, BudgetKey, Permit};
+use hss_client::{
+    budget::{Budget, BudgetKey, Permit},
+    client::Gate,
+};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::ClusterScanTask;
@@ -67,8 +78,69 @@ pub struct Lane {
     namespaces: HashMap<String, Namespace>,
     /// Object uid -> (namespace, its waiter), for leaving and places.
     index: HashMap<String, (String, Waiter)>,
-    objects: HashMap<String, ObjectRef<ClusterScanTask>>,
+    wakes: HashMap<String, Wake>,
     vtime: f64,
+}
+
+/// How a served waiter gets its token.
+#[derive(Debug)]
+pub enum Wake {
+    /// An object to reconcile, which then takes the token with [`FairQueue::turn`].
+    Object(ObjectRef<ClusterScanTask>),
+    /// A caller waiting in [`FairQueue::wait`]: the token itself.
+    Send(tokio::sync::oneshot::Sender<Permit>),
+}
+
+impl From<ObjectRef<ClusterScanTask>> for Wake {
+    fn from(o: ObjectRef<ClusterScanTask>) -> Self {
+        Self::Object(o)
+    }
+}
+
+impl Wake {
+    /// The object to wake, for a waiter that is one.
+    pub fn into_object(self) -> Option<ObjectRef<ClusterScanTask>> {
+        match self {
+            Self::Object(o) => Some(o),
+            Self::Send(_) => None,
+        }
+    }
+}
+
+/// The namespace calls made outside any tenant's work (the shared poll) queue in.
+pub const OPERATOR: &str = "";
+
+/// Who a call is made for: its namespace's queue, weight and place (see [`as_caller`]).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: String,
+    pub namespace: String,
+    pub weight: u32,
+    /// Creation time and name: the order within the namespace.
+    pub created: (Option<jiff::Timestamp>, String),
+}
+
+impl Caller {
+    pub fn of(obj: &ClusterScanTask, weight: u32) -> Self {
+        Self {
+            uid: obj.metadata.uid.clone().unwrap_or_default(),
+            namespace: obj.metadata.namespace.clone().unwrap_or_default(),
+            weight,
+            created: (
+                obj.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                obj.metadata.name.clone().unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+tokio::task_local! {
+    static CALLER: Caller;
+}
+
+/// Runs `work` with its HSS calls queued as `caller`'s.
+pub async fn as_caller<F: std::future::Future>(caller: Caller, work: F) -> F::Output {
+    CALLER.scope(caller, work).await
 }
 
 /// Where a waiting object stands.
@@ -88,7 +160,7 @@ impl Lane {
         ns: &str,
         created: (Option<jiff::Timestamp>, String),
         weight: u32,
-        object: ObjectRef<ClusterScanTask>,
+        wake: impl Into<Wake>,
     ) -> Place {
         if !self.index.contains_key(uid) {
             let vtime = self.vtime;
@@ -104,7 +176,7 @@ impl Lane {
             };
             queue.waiters.insert(w.clone());
             self.index.insert(uid.to_string(), (ns.to_string(), w));
-            self.objects.insert(uid.to_string(), object);
+            self.wakes.insert(uid.to_string(), wake.into());
         }
         self.place(uid).unwrap_or(Place {
             in_namespace: 1,
@@ -115,7 +187,7 @@ impl Lane {
     /// Leaves the queue (deleted, refused, submitted by another path).
     pub fn leave(&mut self, uid: &str) {
         if let Some((ns, w)) = self.index.remove(uid) {
-            self.objects.remove(uid);
+            self.wakes.remove(uid);
             if let Some(q) = self.namespaces.get_mut(&ns) {
                 q.waiters.remove(&w);
             }
@@ -131,7 +203,7 @@ impl Lane {
     }
 
     /// The next object to serve, taken out of the queue, with the reference to wake it.
-    pub fn serve(&mut self) -> Option<(String, ObjectRef<ClusterScanTask>)> {
+    pub fn serve(&mut self) -> Option<(String, Wake)> {
         let (ns, _) = self
             .namespaces
             .iter()
@@ -148,8 +220,8 @@ impl Lane {
             self.namespaces.remove(&ns);
         }
         self.index.remove(&w.uid);
-        let object = self.objects.remove(&w.uid)?;
-        Some((w.uid, object))
+        let wake = self.wakes.remove(&w.uid)?;
+        Some((w.uid, wake))
     }
 
     /// Where `uid` stands, if it waits.
@@ -180,6 +252,8 @@ struct State {
     granted: HashMap<String, (Permit, tokio::time::Instant)>,
     /// Budget sources with a dispatcher running.
     running: BTreeSet<BudgetKey>,
+    /// Tickets of callers in [`FairQueue::wait`] (several calls of one object may wait).
+    tickets: u64,
 }
 
 /// What [`FairQueue::turn`] answers.
@@ -246,6 +320,11 @@ impl FairQueue {
             obj.metadata.name.clone().unwrap_or_default(),
         );
         let place = lane.join(uid, ns, created, weight, ObjectRef::from_obj(obj));
+        self.ensure_dispatcher(&mut state, source);
+        Turn::Wait { place, joined }
+    }
+
+    fn ensure_dispatcher(&self, state: &mut State, source: BudgetKey) {
         if state.running.insert(source.clone()) {
             tokio::spawn(dispatch(
                 self.state.clone(),
@@ -255,7 +334,55 @@ impl FairQueue {
                 source,
             ));
         }
-        Turn::Wait { place, joined }
+    }
+
+    /// Waits for a token of `key` in the queue of the current [`Caller`] ([`as_caller`]), or of
+    /// [`OPERATOR`] outside one. Uncontended, a free token is taken at once. Dropping the
+    /// future leaves the queue (the token, if it was already on its way, goes to the next).
+    pub async fn wait(&self, key: BudgetKey) -> Permit {
+        let caller = CALLER.try_with(Caller::clone).unwrap_or_else(|_| Caller {
+            uid: String::new(),
+            namespace: OPERATOR.to_string(),
+            weight: 1,
+            created: (None, String::new()),
+        });
+        let source = key.source();
+        let (ticket, rx) = {
+            let mut state = self.lock();
+            if state.lanes.get(&source).is_none_or(Lane::is_empty)
+                && let Ok(permit) = self.budget.try_acquire(&key)
+            {
+                return permit;
+            }
+            state.tickets += 1;
+            let ticket = format!("{}#{}", caller.uid, state.tickets);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            state.lanes.entry(source.clone()).or_default().join(
+                &ticket,
+                &caller.namespace,
+                caller.created.clone(),
+                caller.weight,
+                Wake::Send(tx),
+            );
+            self.ensure_dispatcher(&mut state, source);
+            (ticket, rx)
+        };
+        let leave = LeaveOnDrop {
+            queue: self,
+            ticket,
+        };
+        let permit = rx.await;
+        drop(leave);
+        match permit {
+            Ok(permit) => permit,
+            // The dispatcher stopped (the controllers are stopping): wait as if alone.
+            Err(_) => self.budget.acquire(&key).await,
+        }
+    }
+
+    /// The [`Gate`] for the operator's HSS clients: their calls wait in [`FairQueue::wait`].
+    pub fn gate(&self) -> Arc<dyn Gate> {
+        Arc::new(self.clone())
     }
 
     /// The object no longer waits (deleted, refused, gone past Pending).
@@ -270,6 +397,34 @@ impl FairQueue {
     /// Objects waiting, over every lane.
     pub fn waiting(&self) -> usize {
         self.lock().lanes.values().map(Lane::len).sum()
+    }
+}
+
+struct LeaveOnDrop<'a> {
+    queue: &'a FairQueue,
+    ticket: String,
+}
+
+impl Drop for LeaveOnDrop<'_> {
+    fn drop(&mut self) {
+        self.queue.leave(&self.ticket);
+    }
+}
+
+impl Gate for FairQueue {
+    fn acquire(
+        &self,
+        _budget: &Budget,
+        key: BudgetKey,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Permit> + Send + 'static>> {
+        let queue = self.clone();
+        let caller = CALLER.try_with(Caller::clone).ok();
+        Box::pin(async move {
+            match caller {
+                Some(caller) => as_caller(caller, queue.wait(key)).await,
+                None => queue.wait(key).await,
+            }
+        })
     }
 }
 
@@ -301,13 +456,21 @@ async fn dispatch(
             return;
         }
         let mut state = lock();
-        let Some((uid, object)) = state.lanes.get_mut(&source).and_then(Lane::serve) else {
-            continue; // everyone left while the token was on its way: it is dropped
-        };
-        state
-            .granted
-            .insert(uid, (permit, tokio::time::Instant::now()));
-        let _ = wake.unbounded_send(object);
+        let mut permit = Some(permit);
+        while let Some(p) = permit.take() {
+            // Everyone left while the token was on its way: it is dropped.
+            let Some((uid, waiter)) = state.lanes.get_mut(&source).and_then(Lane::serve) else {
+                break;
+            };
+            match waiter {
+                Wake::Object(object) => {
+                    state.granted.insert(uid, (p, tokio::time::Instant::now()));
+                    let _ = wake.unbounded_send(object);
+                }
+                // A caller that gave up meanwhile: the token goes to the next one.
+                Wake::Send(tx) => permit = tx.send(p).err(),
+            }
+        }
     }
 }
 

@@ -33,7 +33,8 @@ fn lane(namespaces: &[(&str, usize, u32)]) -> Lane {
 fn serve(lane: &mut Lane, tokens: usize) -> Vec<String> {
     (0..tokens)
         .filter_map(|_| lane.serve())
-        .map(|(_, o)| o.namespace.expect("namespaced"))
+        .filter_map(|(_, w)| w.into_object())
+        .map(|o| o.namespace.expect("namespaced"))
         .collect()
 }
 
@@ -59,7 +60,8 @@ fn within_a_namespace_the_oldest_goes_first_whatever_the_order_they_asked_in() {
     }
     let order: Vec<String> = (0..3)
         .filter_map(|_| lane.serve())
-        .map(|(_, o)| o.name)
+        .filter_map(|(_, w)| w.into_object())
+        .map(|o| o.name)
         .collect();
     assert_eq!(order, ["a", "b", "c"]);
     assert!(lane.serve().is_none());
@@ -200,4 +202,100 @@ async fn each_token_wakes_exactly_one_waiter_and_every_token_is_used() {
         "the small namespace is not starved: {served:?}"
     );
     assert_eq!(queue.waiting(), 51 - 5);
+}
+
+fn read_key() -> BudgetKey {
+    BudgetKey {
+        endpoint: "https://hss.example".into(),
+        identity: "AK".into(),
+        api: hss_client::Api::ListClusterRisks,
+    }
+}
+
+fn caller(ns: &str, i: i64) -> Caller {
+    Caller {
+        uid: format!("uid-{ns}-{i}"),
+        namespace: ns.to_string(),
+        weight: 1,
+        created: created(i, &format!("{ns}-{i:03}")),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_wait_in_their_namespaces_queue_and_a_caller_that_gives_up_leaves_it() {
+    let (wake, _woken) = futures::channel::mpsc::unbounded();
+    let queue = FairQueue::new(Budget::per_minute(5), wake);
+    let (done, mut order) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // The free token goes to the first caller at once.
+    let first = as_caller(caller("big", 0), queue.wait(read_key())).await;
+    assert_eq!(first.key().api, hss_client::Api::ListClusterRisks);
+    let mut tasks = Vec::new();
+    for (ns, n) in [("big", 20), ("small", 2)] {
+        for i in 1..=n {
+            let (queue, done) = (queue.clone(), done.clone());
+            tasks.push(tokio::spawn(as_caller(caller(ns, i), async move {
+                let _permit = queue.wait(read_key()).await;
+                let _ = done.send(format!("{ns}-{i}"));
+            })));
+            tokio::task::yield_now().await;
+        }
+    }
+    // One caller of the big namespace gives up while it waits: it leaves the queue.
+    let quitter = {
+        let queue = queue.clone();
+        tokio::spawn(as_caller(caller("big", 99), async move {
+            let _permit = queue.wait(read_key()).await;
+            unreachable!("aborted before its turn");
+        }))
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(queue.waiting(), 23);
+    quitter.abort();
+    let _ = quitter.await;
+    assert_eq!(queue.waiting(), 22, "a caller that gave up left the queue");
+
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        served.push(order.recv().await.expect("a caller served"));
+    }
+    // Each namespace in turn, oldest first within it.
+    assert_eq!(
+        served,
+        ["big-1", "small-1", "big-2", "small-2"],
+        "{served:?}"
+    );
+    assert_eq!(queue.waiting(), 18);
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_made_for_no_tenant_queue_as_the_operators_own_namespace() {
+    let (wake, _woken) = futures::channel::mpsc::unbounded();
+    let queue = FairQueue::new(Budget::per_minute(5), wake);
+    let _free = queue.wait(read_key()).await;
+    let (done, mut order) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    for i in 1..=3 {
+        let (queue, done) = (queue.clone(), done.clone());
+        tokio::spawn(as_caller(caller("team", i), async move {
+            let _permit = queue.wait(read_key()).await;
+            let _ = done.send("team");
+        }));
+        tokio::task::yield_now().await;
+    }
+    let (q, d) = (queue.clone(), done.clone());
+    tokio::spawn(async move {
+        let _permit = q.wait(read_key()).await;
+        let _ = d.send("poll");
+    });
+    tokio::task::yield_now().await;
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        served.push(order.recv().await.expect("served"));
+    }
+    assert!(
+        served.contains(&"poll"),
+        "the shared poll waits behind one tenant's token, not all of them: {served:?}"
+    );
 }
