@@ -302,7 +302,7 @@ async fn resolve_ambiguous(
     let mut failures = 0;
     loop {
         let lookup = ledger
-            .adopt(SCAN, "", HashSet::new(), false, |claimed| async move {
+            .adopt(SCAN, "", HashSet::new(), |claimed| async move {
                 resolve::lookup(client, req, started_at, &claimed, resolve::SETTLE).await
             })
             .await;

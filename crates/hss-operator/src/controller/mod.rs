@@ -58,7 +58,7 @@ use crate::{
     crd::{ClusterScanTask, FINALIZER, Phase},
     submission::{Ledger, claims},
 };
-use hss_client::budget::Budget;
+use hss_client::{budget::Budget, resolve::Lookup};
 
 use fail_points::{FailPoints, Step};
 
@@ -182,7 +182,7 @@ pub struct Context {
     /// One cache per watched scope.
     stores: Vec<Store<ClusterScanTask>>,
     /// The exactly-once state: remembered task ids, deleted objects' claims, the POST gate.
-    pub(crate) ledger: Ledger,
+    pub(crate) ledger: Arc<Ledger>,
     fail_points: FailPoints,
     /// Consecutive reconcile failures per object, for error_policy backoff.
     failures: FailureStreaks,
@@ -195,6 +195,8 @@ pub struct Context {
     reads: offload::Offload<findings::Outcome>,
     /// Finished tasks' results reads running outside reconcile.
     results: offload::Offload<tracking::Outcome>,
+    /// Unresolved attempts' lookups running outside reconcile.
+    lookups: offload::Offload<Result<Lookup, hss_client::Error>>,
     /// Cached copies this process's own writes replaced: not acted on.
     superseded: crate::controller_runtime::superseded::Superseded,
     /// What each namespace may do with the operator's credentials.

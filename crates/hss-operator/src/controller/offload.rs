@@ -3,9 +3,11 @@
 //! namespace, [`super::fair`]), and when it ends it wakes the object, whose next reconcile
 //! takes the outcome and writes it.
 //!
-//! Only reads go this way (findings, a finished task's results): work whose outcome can be
-//! dropped and redone without harm. The submission protocol's calls stay in reconcile, where
-//! their order with the status writes is what makes them exactly-once.
+//! Reads go this way (findings, a finished task's results, an unresolved attempt's lookup):
+//! work whose outcome can be dropped and redone without harm (a lookup's candidate is
+//! remembered by the ledger when it is assigned, so even a dropped outcome is not lost).
+//! CreateTask stays in reconcile, where its order with the status writes is what makes it
+//! exactly-once; it waits for its token in [`super::fair`]'s queue, holding no slot either.
 //!
 //! # Guarantees
 //! - At most one job per object in each [`Offload`] (one per purpose: findings, results);
@@ -79,8 +81,9 @@ impl<T: Send + 'static> Offload<T> {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The outcome of `obj`'s job if it ended, else [`Step::Running`], starting the job with
-    /// `start` when none runs.
+    /// The outcome of `obj`'s job keyed `uid` (the object's uid, or `uid@attempt` for work
+    /// that belongs to one attempt) if it ended, else [`Step::Running`], starting the job
+    /// with `start` when none runs.
     pub fn step<F>(&self, obj: &ClusterScanTask, uid: &str, start: impl FnOnce() -> F) -> Step<T>
     where
         F: Future<Output = T> + Send + 'static,
@@ -112,11 +115,29 @@ impl<T: Send + 'static> Offload<T> {
         Step::Running
     }
 
-    /// Aborts `uid`'s job and drops its outcome.
-    pub fn cancel(&self, uid: &str) {
-        if let Some(Job::Running(handle)) = self.lock().remove(uid) {
-            handle.abort();
+    /// The outcome of `uid`'s job if it ended (handed out once); starts nothing.
+    pub fn take(&self, uid: &str) -> Option<T> {
+        let mut jobs = self.lock();
+        match jobs.remove(uid)? {
+            Job::Done(out) => Some(out),
+            running => {
+                jobs.insert(uid.to_string(), running);
+                None
+            }
         }
+    }
+
+    /// Aborts `uid`'s jobs and drops their outcomes: the one keyed `uid`, and those keyed
+    /// `uid@...` (a job per attempt, say).
+    pub fn cancel(&self, uid: &str) {
+        let per_attempt = format!("{uid}@");
+        self.lock().retain(|key, job| {
+            let mine = key == uid || key.starts_with(&per_attempt);
+            if let (true, Job::Running(handle)) = (mine, &job) {
+                handle.abort();
+            }
+            !mine
+        });
     }
 
     /// Jobs running now.
@@ -185,15 +206,21 @@ mod tests {
         let (wake, mut woken) = futures::channel::mpsc::unbounded();
         let offload: Offload<u32> = Offload::new(wake);
         let obj = task("b");
-        let step = offload.step(&obj, "uid-b", || async {
+        let step = offload.step(&obj, "uid-b@1700000000000", || async {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             1
         });
         assert!(matches!(step, Step::Running));
+        let other = offload.step(&obj, "uid-c@1", || async { 2 });
+        assert!(matches!(other, Step::Running));
         offload.cancel("uid-b");
         tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+        // Only another object's job ended and woke its object.
+        assert_eq!(woken.next().await.expect("woken").name, "b");
         assert!(woken.try_recv().is_err(), "an aborted job wakes nobody");
         assert_eq!(offload.running(), 0);
+        assert!(offload.take("uid-b@1700000000000").is_none());
+        assert!(matches!(offload.take("uid-c@1"), Some(2)));
         drop(offload);
         assert!(woken.next().await.is_none());
     }

@@ -129,7 +129,7 @@ pub async fn run(
         own,
         clients: Default::default(),
         stores: controllers.iter().map(|(_, c)| c.store()).collect(),
-        ledger,
+        ledger: Arc::new(ledger),
         fail_points,
         failures: FailureStreaks::default(),
         metrics: runtime.metrics.clone(),
@@ -140,6 +140,7 @@ pub async fn run(
         fair,
         reads: super::offload::Offload::new(poller.waker()),
         results: super::offload::Offload::new(poller.waker()),
+        lookups: super::offload::Offload::new(poller.waker()),
     });
 
     // The poller's triggers go to the controller of the object's namespace.

@@ -17,8 +17,8 @@ use kube::{ResourceExt, api::Api, runtime::controller::Action};
 
 use super::{
     Context, Error, Step,
-    fair::Turn,
-    status,
+    fair::{self, Turn},
+    offload, status,
     transitions::{self, Resolution, WayOut},
 };
 use crate::{
@@ -32,15 +32,6 @@ use hss_client::{
     model::CreateTaskRequest,
     resolve::{self, Lookup},
 };
-
-/// Whether the attempt's lookup window is closed (see [`submission::window_closed`]).
-fn closed(hss: &HssClient, started_at_ms: i64) -> bool {
-    submission::window_closed(
-        started_at_ms,
-        hss.config().timeout,
-        jiff::Timestamp::now().as_millisecond(),
-    )
-}
 
 /// 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st.
 fn ordinal(n: usize) -> String {
@@ -219,14 +210,24 @@ pub(super) async fn resolve_attempt(
     req: &CreateTaskRequest,
 ) -> Result<Action, Error> {
     let uid = Context::uid(&obj);
-    if let Some(task_id) = ctx.ledger.remembered(&uid) {
-        return record_task_id(&obj, ctx, hss, &task_id, Resolution::Response).await;
-    }
     let started = obj
         .status
         .as_ref()
         .and_then(|s| s.submission.as_ref())
         .and_then(|s| s.started_at.clone());
+    // A lookup that ended since the last reconcile: its outcome first (a candidate it found is
+    // remembered too, and is recorded as the lookup's). Keyed by the attempt: an outcome never
+    // serves a later attempt of the object.
+    let job = started
+        .as_ref()
+        .map(|t| format!("{uid}@{}", millis(t)))
+        .unwrap_or_else(|| uid.clone());
+    let finished = ctx.lookups.take(&job);
+    if finished.is_none()
+        && let Some(task_id) = ctx.ledger.remembered(&uid)
+    {
+        return record_task_id(&obj, ctx, hss, &task_id, Resolution::Response).await;
+    }
     let Some(started) = started else {
         // A Submitting record without a start time cannot be searched; treat as not sent.
         return Ok(ctx.commit(&obj, transitions::not_created(&obj)).await?.1);
@@ -234,6 +235,7 @@ pub(super) async fn resolve_attempt(
     let now = jiff::Timestamp::now();
     match transitions::way_out(&obj) {
         Some(WayOut::Resubmit) => {
+            ctx.lookups.cancel(&uid);
             return Ok(ctx
                 .commit(&obj, transitions::resubmitted(&obj, now))
                 .await?
@@ -249,21 +251,37 @@ pub(super) async fn resolve_attempt(
         Some(WayOut::Adopt(_)) => {}
         None => {}
     }
-    // Adoptions are serialised, and a young attempt's lookup waits for POSTs in flight, so
-    // two objects never take the same candidate and no lookup mistakes another object's fresh
-    // task for its own; an old attempt's lookup lets POSTs go on (`Ledger::adopt`).
-    let lookup = ctx
-        .ledger
-        .adopt(
-            &uid,
-            &scope_of(hss),
-            ctx.owned_task_ids(&obj),
-            closed(hss, millis(&started)),
-            |claimed| async move {
-                resolve::lookup(hss, req, millis(&started), &claimed, ctx.args.lookup_settle).await
-            },
-        )
-        .await;
+    // The lookup's calls hold nothing (it runs outside reconcile, its calls queued as this
+    // namespace's); its candidate is assigned exclusively once the POSTs in flight returned,
+    // so two objects never take the same candidate and no lookup mistakes another object's
+    // fresh task for its own (`Ledger::adopt`).
+    let lookup = match finished {
+        Some(outcome) => outcome,
+        None => {
+            let caller = fair::Caller::of(
+                &obj,
+                ctx.tenants.share(&obj.namespace().unwrap_or_default()),
+            );
+            let (ledger, hss, req) = (ctx.ledger.clone(), hss.clone(), req.clone());
+            let (scope, owned) = (scope_of(&hss), ctx.owned_task_ids(&obj));
+            let (started_ms, settle, job_uid) =
+                (millis(&started), ctx.args.lookup_settle, uid.clone());
+            let step = ctx.lookups.step(&obj, &job, || {
+                fair::as_caller(caller, async move {
+                    ledger
+                        .adopt(&job_uid, &scope, owned, |claimed| async move {
+                            resolve::lookup(&hss, &req, started_ms, &claimed, settle).await
+                        })
+                        .await
+                })
+            });
+            match step {
+                offload::Step::Ready(outcome) => outcome,
+                // Woken when it ends; the requeue only covers a lost wake-up.
+                offload::Step::Running => return Ok(Action::requeue(offload::RECHECK)),
+            }
+        }
+    };
     match lookup.map(|l| submission::after_lookup(l, Candidates::TakeFirst)) {
         Ok(Found::Task(task_id)) => {
             record_task_id(&obj, ctx, hss, &task_id, Resolution::Lookup).await
@@ -310,24 +328,18 @@ async fn adopt_named(
     let mut refusal = None;
     let found = ctx
         .ledger
-        .adopt(
-            &uid,
-            &scope_of(hss),
-            ctx.owned_task_ids(&obj),
-            closed(hss, started_at_ms),
-            |claimed| {
-                let refusal = &mut refusal;
-                async move {
-                    match resolve::named(hss, req, task_id, started_at_ms, &claimed).await? {
-                        Ok(task) => Ok(Lookup::Candidates(vec![task])),
-                        Err(why) => {
-                            *refusal = Some(why);
-                            Ok(Lookup::Inconclusive)
-                        }
+        .adopt(&uid, &scope_of(hss), ctx.owned_task_ids(&obj), |claimed| {
+            let refusal = &mut refusal;
+            async move {
+                match resolve::named(hss, req, task_id, started_at_ms, &claimed).await? {
+                    Ok(task) => Ok(Lookup::Candidates(vec![task])),
+                    Err(why) => {
+                        *refusal = Some(why);
+                        Ok(Lookup::Inconclusive)
                     }
                 }
-            },
-        )
+            }
+        })
         .await;
     let now = jiff::Timestamp::now();
     let retry = ctx.args.lookup_settle.max(Duration::from_secs(5));
@@ -355,6 +367,7 @@ pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<
     ctx.fair.leave(&uid);
     ctx.reads.cancel(&uid);
     ctx.results.cancel(&uid);
+    ctx.lookups.cancel(&uid);
     if ctx.namespace_cap(&obj).await?.is_some() {
         ctx.wake_next_waiter(&obj);
     }
@@ -380,19 +393,13 @@ pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<
             loop {
                 let found = ctx
                     .ledger
-                    .adopt(
-                        &uid,
-                        &scope_of(&hss),
-                        ctx.owned_task_ids(&obj),
-                        closed(&hss, started),
-                        |claimed| {
-                            let (hss, req) = (&hss, &req);
-                            async move {
-                                resolve::lookup(hss, req, started, &claimed, ctx.args.lookup_settle)
-                                    .await
-                            }
-                        },
-                    )
+                    .adopt(&uid, &scope_of(&hss), ctx.owned_task_ids(&obj), |claimed| {
+                        let (hss, req) = (&hss, &req);
+                        async move {
+                            resolve::lookup(hss, req, started, &claimed, ctx.args.lookup_settle)
+                                .await
+                        }
+                    })
                     .await;
                 match found.map(|l| submission::after_lookup(l, Candidates::TakeFirst)) {
                     Ok(Found::Task(task_id)) => return Some(Some(task_id)),

@@ -21,8 +21,8 @@ pub struct Ledger {
     pending: Mutex<HashMap<String, String>>,
     /// Task ids of deleted objects, until they expire (also in `store`, across restarts).
     deleted: Mutex<Vec<Claim>>,
-    /// POSTs hold it shared, lookups exclusively: a lookup never runs while a POST whose task
-    /// is not remembered yet is on its way.
+    /// POSTs hold it shared, a lookup's assignment exclusively: a candidate is never assigned
+    /// while a POST whose task is not remembered yet is on its way.
     gate: tokio::sync::RwLock<()>,
     store: Option<ClaimStore>,
     /// The key that seals task ids written into status (from the claims ConfigMap); unset
@@ -130,42 +130,30 @@ impl Ledger {
         result
     }
 
-    /// Runs `lookup` exclusively (no POST in flight, no other lookup), given every task id
-    /// that is not the object's to take: `owned` (other objects' status, from the cache), the
-    /// ids remembered for other objects, and deleted objects' claims in `scope`. The first
-    /// candidate found is remembered for the object before the gate is released.
-    ///
-    /// With `window_closed` (the attempt is so old that no task created now can fall into its
-    /// lookup window, [`super::window_closed`]), the lookup's HSS calls run without the gate,
-    /// so POSTs go on meanwhile; the gate is taken only to assign the candidate, re-checked
-    /// against every id claimed by then. Either way the lookup has [`LOOKUP_DEADLINE`]; past
-    /// it, it is inconclusive.
+    /// Runs `lookup` given every task id that is not the object's to take: `owned` (other
+    /// objects' status, from the cache), the ids remembered for other objects, and deleted
+    /// objects' claims in `scope`. The lookup's HSS calls run without the gate, so POSTs (and
+    /// other lookups) go on meanwhile; the gate is taken exclusively only to assign the first
+    /// candidate: by then every POST that was in flight during the lookup has returned and
+    /// its task id is remembered, so candidates are re-checked against every id claimed by
+    /// then. The lookup has [`LOOKUP_DEADLINE`]; past it, it is inconclusive.
     pub async fn adopt<F>(
         &self,
         uid: &str,
         scope: &str,
         owned: HashSet<String>,
-        window_closed: bool,
         lookup: impl FnOnce(HashSet<String>) -> F,
     ) -> Result<Lookup, hss_client::Error>
     where
         F: Future<Output = Result<Lookup, hss_client::Error>>,
     {
-        let held = if window_closed {
-            None
-        } else {
-            Some(self.gate.write().await)
-        };
         let claimed = self.claimed(uid, scope, owned.clone());
         let mut found = tokio::time::timeout(LOOKUP_DEADLINE, lookup(claimed))
             .await
             .unwrap_or(Ok(Lookup::Inconclusive));
-        let _exclusive = match held {
-            Some(gate) => gate,
-            None => self.gate.write().await,
-        };
-        if window_closed && let Ok(Lookup::Candidates(c)) = &mut found {
-            // Claimed while the lookup ran without the gate (another object took it).
+        let _exclusive = self.gate.write().await;
+        if let Ok(Lookup::Candidates(c)) = &mut found {
+            // Claimed while the lookup ran (a POST returned it, another object took it).
             let now_claimed = self.claimed(uid, scope, owned);
             c.retain(|t| !now_claimed.contains(&t.task_id));
             if c.is_empty() {
@@ -281,14 +269,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_old_attempts_lookup_lets_posts_go_on_and_loses_a_candidate_claimed_meanwhile() {
+    async fn a_lookup_lets_posts_go_on_and_loses_a_candidate_claimed_meanwhile() {
         let ledger = std::sync::Arc::new(Ledger::new(None));
         let (release, hold) = tokio::sync::oneshot::channel::<()>();
         let lookup = {
             let ledger = ledger.clone();
             tokio::spawn(async move {
                 ledger
-                    .adopt("uid-old", "", HashSet::new(), true, |_| async move {
+                    .adopt("uid-old", "", HashSet::new(), |_| async move {
                         let _ = hold.await;
                         Ok(candidate("t-fresh"))
                     })
@@ -315,57 +303,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_young_attempts_lookup_keeps_posts_out_until_it_is_done() {
+    async fn a_candidate_is_assigned_only_after_the_posts_in_flight_returned() {
         let ledger = std::sync::Arc::new(Ledger::new(None));
-        let (release, hold) = tokio::sync::oneshot::channel::<()>();
-        let lookup = {
+        // A POST is on its way (its task, t-fresh, already listed by HSS) when the lookup
+        // finds t-fresh: the assignment waits for the POST, then knows t-fresh is not its own.
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let post = {
             let ledger = ledger.clone();
             tokio::spawn(async move {
                 ledger
-                    .adopt("uid-young", "", HashSet::new(), false, |_| async move {
-                        let _ = hold.await;
-                        Ok(candidate("t-mine"))
+                    .post("uid-new", async move {
+                        let _ = answered.await;
+                        Ok(CreateTaskResponse {
+                            task_id: "t-fresh".into(),
+                        })
                     })
                     .await
             })
         };
         tokio::task::yield_now().await;
-        let post = ledger.post("uid-new", async {
-            Ok(CreateTaskResponse {
-                task_id: "t-new".into(),
+        let lookup = {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                ledger
+                    .adopt("uid-young", "", HashSet::new(), |_| async {
+                        Ok(candidate("t-fresh"))
+                    })
+                    .await
             })
-        });
+        };
+        tokio::task::yield_now().await;
         assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(200), post)
-                .await
-                .is_err(),
-            "the POST waits for the lookup"
+            !lookup.is_finished(),
+            "assigning waits for the POST in flight"
         );
-        release.send(()).expect("release");
+        answer.send(()).expect("answer");
+        assert!(post.await.expect("joined").is_ok());
         assert_eq!(
             lookup.await.expect("joined").expect("lookup"),
-            candidate("t-mine")
+            Lookup::Inconclusive
         );
-        assert_eq!(ledger.remembered("uid-young").as_deref(), Some("t-mine"));
+        assert_eq!(ledger.remembered("uid-young"), None);
+        assert_eq!(ledger.remembered("uid-new").as_deref(), Some("t-fresh"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lookup_past_its_deadline_is_inconclusive() {
         let ledger = Ledger::new(None);
         let found = ledger
-            .adopt("uid", "", HashSet::new(), true, |_| {
+            .adopt("uid", "", HashSet::new(), |_| {
                 futures::future::pending::<Result<Lookup, hss_client::Error>>()
             })
             .await
             .expect("lookup");
         assert_eq!(found, Lookup::Inconclusive);
-    }
-
-    #[test]
-    fn the_window_closes_past_the_timeout_and_the_skew() {
-        let timeout = std::time::Duration::from_secs(30);
-        let margin = (30 + 120 + 10) * 1000;
-        assert!(!super::super::window_closed(0, timeout, margin));
-        assert!(super::super::window_closed(0, timeout, margin + 1));
     }
 }

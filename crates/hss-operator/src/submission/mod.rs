@@ -47,16 +47,17 @@
 //! - A task id HSS returned is written to status before the object leaves `Submitting`; if
 //!   that write fails, the id is kept in memory and written on the next reconcile without
 //!   another POST or lookup.
-//! - Two unresolved objects never adopt the same task: adoptions are serialised in the process;
-//!   a lookup whose window a task created now could still fall into (a young attempt) runs
-//!   only while no POST is in flight; an older one ([`window_closed`]) lets POSTs go on while
-//!   it calls HSS and re-checks its candidate when it takes the gate to assign it (a lookup of
-//!   up to 10 ListTasks pages and 40 confirmations no longer holds every tenant's POSTs for
-//!   minutes); every lookup ends inconclusive after [`LOOKUP_DEADLINE`](ledger::LOOKUP_DEADLINE). Lookups
+//! - Two unresolved objects never adopt the same task, and no lookup takes a task a POST in
+//!   flight is about to return: a lookup's HSS calls hold nothing (POSTs and other lookups go
+//!   on meanwhile: up to 10 ListTasks pages and 40 confirmations never hold every tenant's
+//!   POSTs for minutes); its candidate is assigned under the gate, exclusively, once every
+//!   POST in flight has returned and its task id is remembered, and is re-checked against
+//!   every id claimed by then. Every lookup ends inconclusive after
+//!   [`LOOKUP_DEADLINE`](ledger::LOOKUP_DEADLINE). Lookups
 //!   exclude task ids owned by any object (in the
 //!   cache, or remembered in memory from the moment HSS returned them until the object is
 //!   deleted, because the cache can lag behind a status write). All of that state is one
-//!   type, [`Ledger`]; resolve and cleanup use the same exclusive [`Ledger::adopt`].
+//!   type, [`Ledger`]; resolve and cleanup use the same [`Ledger::adopt`].
 //! - A deleted object's task is never adopted by another object: at deletion its task ids
 //!   (written, remembered, or found by cleanup's own lookup) stay claimed for
 //!   [`claims::TTL`], in memory and, with `--claims-configmap`, in a ConfigMap that every new
@@ -194,14 +195,6 @@ pub fn after_lookup(lookup: Lookup, policy: Candidates) -> Found {
         Lookup::TooEarly(wait) => Found::Wait(wait),
         Lookup::Inconclusive => Found::Inconclusive,
     }
-}
-
-/// Whether an attempt started at `started_at_ms` is so old that no task created now can fall
-/// into its lookup window (the POST's timeout plus the clock skew allowed on each side): its
-/// lookup need not keep POSTs out while it runs ([`Ledger::adopt`]).
-pub fn window_closed(started_at_ms: i64, timeout: std::time::Duration, now_ms: i64) -> bool {
-    let margin = timeout + hss_client::resolve::CLOCK_SKEW + std::time::Duration::from_secs(10);
-    now_ms - started_at_ms > margin.as_millis() as i64
 }
 
 #[cfg(test)]
