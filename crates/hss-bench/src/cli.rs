@@ -8,10 +8,12 @@ use clap::Parser;
 #[command(about = "hss-operator benchmark: prints a markdown table, one row per scenario")]
 pub struct Cli {
     /// Scenarios to run (repeatable or comma separated): 1 raw pipeline, 2 scaled budget,
-    /// 3 idle with existing Succeeded objects, 4 Python SDK script vs `submit`.
+    /// 3 idle with existing Succeeded objects, 4 Python SDK script vs `submit`, 5 fair share
+    /// between namespaces, 6 CPU while 1,000 objects wait, 7 a deletion while 100 wait for
+    /// reads.
     #[arg(long = "scenario", value_delimiter = ',', default_values_t = [1u8, 3])]
     pub scenarios: Vec<u8>,
-    /// Override the object count of scenarios 1-3 (defaults 100, 1000, 10000).
+    /// Override the object count of scenarios 1-3 and 6 (defaults 100, 1000, 10000, 1000).
     #[arg(long)]
     pub objects: Option<usize>,
     /// Idle measurement window of scenario 3.
@@ -39,7 +41,7 @@ pub struct Cli {
     /// The hss-simulator binary (build it with `cargo build --release -p hss-simulator`).
     #[arg(long)]
     pub simulator_bin: Option<PathBuf>,
-    /// Scenarios 1-3 measure each variant, one after another (scenario 3 on the same
+    /// Scenarios 1-3, 6 and 7 measure each variant, one after another (scenario 3 on the same
     /// objects, 1 and 2 on fresh ones): `LABEL=BIN [ARG..]` (repeatable), e.g.
     /// `system-alloc=target/release/hss-operator-system --initial-list list`. Default: the
     /// operator binary as it is.

@@ -44,7 +44,7 @@ impl Env {
     pub async fn start(cli: &Cli) -> anyhow::Result<Env> {
         let bin = release_bin(cli.operator_bin.as_ref(), "hss-operator")?;
         let sim_bin = release_bin(cli.simulator_bin.as_ref(), "hss-simulator")?;
-        let needs_cluster = cli.scenarios.iter().any(|s| matches!(s, 1..=3));
+        let needs_cluster = cli.scenarios.iter().any(|s| matches!(s, 1..=3 | 5..=7));
         let logs = hss_testkit::repo()
             .join("target/bench")
             .join(std::process::id().to_string());

@@ -1,10 +1,13 @@
 //! The scenarios, one module each, and what they share: which one a number means, and the
-//! operator variants that scenarios 1-3 measure one after another.
+//! operator variants that scenarios 1-3, 6 and 7 measure one after another.
 //!
 //! - [`pipeline`]: 1 raw pipeline and 2 scaled budget, on fresh objects per variant;
 //! - [`idle`]: 3 idle with existing Succeeded objects, created once for every variant;
-//! - [`sdk`]: 4 the Python SDK script vs `hss-operator submit`.
+//! - [`sdk`]: 4 the Python SDK script vs `hss-operator submit`;
+//! - [`fair`]: 5 the fair share between namespaces, 6 CPU while 1,000 wait and 7 a deletion
+//!   while 100 wait for reads (6 and 7 per variant).
 
+mod fair;
 mod idle;
 mod pipeline;
 mod sdk;
@@ -22,6 +25,9 @@ pub async fn run(env: &Env, cli: &Cli, n: u8) -> anyhow::Result<Vec<Row>> {
         2 => pipeline::pipelines(env, cli, &pipeline::Spec::budget(cli.objects)).await,
         3 => idle::idle(env, cli, cli.objects.unwrap_or(10_000)).await,
         4 => sdk::sdk_vs_submit(env, cli).await.map(|r| vec![r]),
+        5 => fair::shares_scenario(env, cli).await,
+        6 => fair::waiting_cpu(env, cli).await,
+        7 => fair::deletion_while_reads_wait(env, cli).await,
         other => Err(anyhow!("no scenario {other}")),
     }
 }

@@ -4,7 +4,7 @@
 //! a run are here; [`tracks`] has the per-object timestamps, [`notes`] the row.
 
 mod notes;
-mod tracks;
+pub(super) mod tracks;
 
 use std::{
     collections::HashMap,

@@ -27,6 +27,8 @@ pub struct Track {
     pub task_id: Option<Instant>,
     pub succeeded: Option<Instant>,
     last_progress: Option<String>,
+    /// The phase of the latest copy seen.
+    pub phase: Option<Phase>,
     /// Distinct `status.progress` values seen.
     pub progress_changes: u32,
 }
@@ -35,6 +37,7 @@ impl Track {
     /// Notes what a copy of the object seen at `now` shows for the first time.
     fn observe(&mut self, o: &ClusterScanTask, now: Instant) {
         let st = o.status.as_ref();
+        self.phase = st.and_then(|s| s.phase);
         if self.finalizer.is_none() && !o.finalizers().is_empty() {
             self.finalizer = Some(now);
         }
@@ -97,6 +100,21 @@ impl Tracks {
             .values()
             .filter(|t| t.succeeded.is_some())
             .count()
+    }
+
+    /// How many objects have been seen with a task id.
+    pub fn task_ids(&self) -> usize {
+        self.lock().values().filter(|t| t.task_id.is_some()).count()
+    }
+
+    /// The phase `name` was last seen in.
+    pub fn phase_of(&self, name: &str) -> Option<Phase> {
+        self.lock().get(name).and_then(|t| t.phase)
+    }
+
+    /// How many objects were last seen in a phase that `f` accepts.
+    pub fn count_phase(&self, f: impl Fn(Option<Phase>) -> bool) -> usize {
+        self.lock().values().filter(|t| f(t.phase)).count()
     }
 
     /// A copy of every track as it is now.
