@@ -12,6 +12,7 @@
 //! | `hss_operator_objects` | gauge | `phase` |
 //! | `hss_operator_unresolved_submissions` | gauge | |
 //! | `hss_operator_tracked_tasks` | gauge | |
+//! | `hss_operator_budget_queue_waiting` | gauge | `api`, `namespace` | (waiters in the fair queue; `namespace` empty: the operator's own calls)
 //! | `hss_operator_last_successful_poll_timestamp_seconds` | gauge | | (the process start until the first success)
 //!
 //! `step` is a [`SubmissionStep`], `phase` a [`Phase`]; `category` is an error's `category()`,
@@ -76,6 +77,12 @@ struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    api: &'static str,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: Phase,
 }
@@ -103,6 +110,7 @@ pub struct ControllerMetrics {
     objects: Family<PhaseLabels, Gauge>,
     unresolved_submissions: Gauge,
     tracked_tasks: Gauge,
+    queue_waiting: Family<QueueLabels, Gauge>,
     last_successful_poll: Gauge<f64, AtomicU64>,
     /// The HSS calls of the controller's clients: build them `with_observer(hss.clone())`.
     pub hss: Arc<HssMetrics>,
@@ -134,6 +142,7 @@ impl ControllerMetrics {
             objects: Family::default(),
             unresolved_submissions: Gauge::default(),
             tracked_tasks: Gauge::default(),
+            queue_waiting: Family::default(),
             last_successful_poll: Gauge::default(),
             hss: Arc::default(),
             findings: Gauges::default(),
@@ -189,6 +198,11 @@ impl ControllerMetrics {
             "tracked_tasks",
             "HSS tasks followed by the shared poll",
             self.tracked_tasks.clone(),
+        );
+        registry.register(
+            "budget_queue_waiting",
+            "Callers waiting in the fair queue for a token of an API, by namespace (empty: the operator's own calls)",
+            self.queue_waiting.clone(),
         );
         registry.register_with_unit(
             "last_successful_poll_timestamp",
@@ -247,6 +261,20 @@ impl ControllerMetrics {
         self.tracked_tasks.set(n);
     }
 
+    /// The fair queue's depth now, replacing the last snapshot (namespaces no longer waiting
+    /// go away).
+    pub fn set_queue_waiting(&self, waiting: &[(hss_client::Api, String, usize)]) {
+        self.queue_waiting.clear();
+        for (api, namespace, n) in waiting {
+            self.queue_waiting
+                .get_or_create(&QueueLabels {
+                    api: api.as_str(),
+                    namespace: namespace.clone(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// A shared poll round succeeded at `at`.
     pub fn poll_succeeded(&self, at: jiff::Timestamp) {
         self.last_successful_poll
@@ -295,6 +323,29 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
         text
+    }
+
+    #[test]
+    fn the_queue_depth_is_one_snapshot_by_api_and_namespace() {
+        let m = ControllerMetrics::new();
+        let api = hss_client::Api::CreateTask;
+        m.set_queue_waiting(&[(api, "team-a".into(), 300), (api, "team-b".into(), 3)]);
+        let text = encode(&m);
+        let line = |ns: &str, n: u32| {
+            format!(
+                "hss_operator_budget_queue_waiting{{api=\"{}\",namespace=\"{ns}\"}} {n}",
+                api.as_str()
+            )
+        };
+        assert!(text.contains(&line("team-a", 300)), "{text}");
+        assert!(text.contains(&line("team-b", 3)), "{text}");
+        m.set_queue_waiting(&[(api, "team-a".into(), 299)]);
+        let text = encode(&m);
+        assert!(text.contains(&line("team-a", 299)), "{text}");
+        assert!(
+            !text.contains("namespace=\"team-b\""),
+            "a namespace no longer waiting goes away: {text}"
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ fn for_cache(o: &mut ClusterScanTask) {
     cache::keep_only(&mut o.metadata, READ_ANNOTATIONS, &[]);
 }
 
-/// Every few seconds: objects by phase, unresolved submissions, tracked tasks, last poll.
+/// Every few seconds: objects by phase, unresolved submissions, tracked tasks, the fair
+/// queue's depth, last poll.
 async fn report_gauges(ctx: Arc<Context>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -52,6 +53,8 @@ async fn report_gauges(ctx: Arc<Context>) {
         ctx.metrics
             .set_unresolved_submissions(count(Phase::Submitting));
         ctx.metrics.set_tracked_tasks(ctx.poller.tracked() as i64);
+        ctx.metrics
+            .set_queue_waiting(&ctx.fair.waiting_by_namespace());
         ctx.metrics.hss.set_budget_rates(&ctx.budget.rates());
         if let Some(at) = ctx.poller.last_success() {
             ctx.metrics.poll_succeeded(at);

@@ -394,6 +394,22 @@ impl FairQueue {
         }
     }
 
+    /// Waiters by API and namespace ([`OPERATOR`] for the operator's own calls), over every
+    /// endpoint: the queue depth the metrics show.
+    pub fn waiting_by_namespace(&self) -> Vec<(hss_client::Api, String, usize)> {
+        let state = self.lock();
+        let mut out: std::collections::BTreeMap<(hss_client::Api, String), usize> =
+            std::collections::BTreeMap::new();
+        for (key, lane) in &state.lanes {
+            for (ns, q) in &lane.namespaces {
+                if !q.waiters.is_empty() {
+                    *out.entry((key.api, ns.clone())).or_default() += q.waiters.len();
+                }
+            }
+        }
+        out.into_iter().map(|((api, ns), n)| (api, ns, n)).collect()
+    }
+
     /// Objects waiting, over every lane.
     pub fn waiting(&self) -> usize {
         self.lock().lanes.values().map(Lane::len).sum()

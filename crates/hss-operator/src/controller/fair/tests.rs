@@ -253,6 +253,13 @@ async fn reads_wait_in_their_namespaces_queue_and_a_caller_that_gives_up_leaves_
     quitter.abort();
     let _ = quitter.await;
     assert_eq!(queue.waiting(), 22, "a caller that gave up left the queue");
+    assert_eq!(
+        queue.waiting_by_namespace(),
+        [
+            (hss_client::Api::ListClusterRisks, "big".to_string(), 20),
+            (hss_client::Api::ListClusterRisks, "small".to_string(), 2)
+        ]
+    );
 
     let mut served = Vec::new();
     for _ in 0..4 {
