@@ -23,6 +23,16 @@ LABEL_VALUES = re.compile(r"^label_values\((.+),\s*(\w+)\)$", re.S)
 SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
 
+def render(values, release="hss-operator", namespace="hss-operator"):
+    """Every object of the chart's templates rendered by the real Helm engine (helm-python-sdk)."""
+    import helm_python as helm
+    import yaml
+
+    with helm.Chart.load(ROOT / "deploy" / "helm" / "hss-operator") as chart:
+        out = chart.render(values=values, name=release, namespace=namespace)
+    return [d for path in sorted(out) if path.endswith(".yaml") for d in yaml.safe_load_all(out[path]) if d]
+
+
 def rule_groups(objs):
     """The rule groups of the rendered PrometheusRule (exactly one)."""
     rules = [o for o in objs if o["kind"] == "PrometheusRule"]
