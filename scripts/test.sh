@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project, installing what they need on a fresh machine:
 # formatting, clippy, the kube-apiserver for integration tests (built once, cached), the
-# official Huawei Cloud Python SDK for conformance tests, then cargo test and pytest.
+# official Huawei Cloud Python SDK for conformance tests, Prometheus and promtool (Debian's
+# package) for the chart's alerts and dashboard, then cargo test and pytest.
 #
 #   ./scripts/test.sh            # everything
 #   SKIP_LINT=1 ./scripts/test.sh
@@ -59,6 +60,14 @@ env HSS_ALLOW_INSECURE_ENDPOINTS=true HSS_ENDPOINT=http://127.0.0.1:1 HSS_REGION
 
 step "deploy: Helm chart, manifests, samples, Dockerfile, cargo-deny"
 ./scripts/check-deploy.sh
+
+step "alerts and dashboard: promtool check/test rules, and a real Prometheus scraping the operator"
+prom=$(bash scripts/prometheus.sh)
+export PROMETHEUS_BIN PROMTOOL_BIN
+PROMETHEUS_BIN=$(printf '%s\n' "$prom" | sed -n 's/^PROMETHEUS_BIN=//p' | tail -n1)
+PROMTOOL_BIN=$(printf '%s\n' "$prom" | sed -n 's/^PROMTOOL_BIN=//p' | tail -n1)
+HSS_OPERATOR_BIN="$ROOT/target/debug/hss-operator" HSS_SIMULATOR_BIN="$ROOT/target/debug/hss-simulator" \
+  "$(scripts/deploy-venv.sh)" -m pytest -q -p no:cacheprovider scripts/deploy
 
 step "cargo test"
 cargo test --locked --workspace --all-targets

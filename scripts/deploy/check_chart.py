@@ -1,7 +1,8 @@
 """The Helm chart's checks: lint and render every scenario, validate every object, and hold
 the renders to the chart's promises (hardened pod, probes, no literal credentials, RBAC exactly
 as the operator's permission table asks for the rendered flags, credential sources without
-long-lived keys, alerts, network policy), and make sure what cannot work fails to render."""
+long-lived keys, network policy; the monitoring objects' in check_monitoring.py), and make
+sure what cannot work fails to render."""
 import json
 import os
 import pathlib
@@ -10,14 +11,15 @@ import sys
 
 import helm_python as helm
 import jsonschema
-import promql_parser
 
+import check_monitoring
 from common import *  # noqa: F401,F403 (constants and helpers shared by every check)
 
 SCENARIOS = {
     "default": {},
     "ha": {"replicaCount": 2},
-    "metrics": {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}},
+    "metrics": {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                            "dashboard": {"enabled": True}}},
     "network-policy": {"networkPolicy": {"enabled": True}},
     "tenancy-open": {"tenancy": {"mode": "open"}, "aggregatedRoles": False},
     "team-policies": {"tenancy": {"releaseNamespacePolicy": False, "policies": [
@@ -50,6 +52,9 @@ SCENARIOS = {
             "reader": {"subjects": [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}]},
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
             "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}, "alertLabels": {"team": "security"}},
+            "dashboard": {"enabled": True, "namespace": "monitoring", "folder": "Platform/Security",
+                          "folderAnnotation": "k8s-sidecar-target-directory", "labels": {"team": "security"},
+                          "annotations": {"example.com/owner": "security"}},
         },
         "networkPolicy": {
             "enabled": True,
@@ -132,55 +137,6 @@ SOURCE_ENV = ("HUAWEICLOUD_SDK_IDP_ID", "HUAWEICLOUD_SDK_ID_TOKEN_FILE", "HUAWEI
               "HUAWEICLOUD_SDK_STS_ENDPOINT", "HC_CONTAINER_CREDENTIALS_FULL_URI",
               "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE", "HUAWEICLOUD_SDK_CREDENTIALS_FILE")
 METADATA_CIDR = "169.254.169.254/32"
-
-ALERTS = {"HssOperatorDown", "HssOperatorSubmissionUnresolved", "HssOperatorThrottled",
-          "HssOperatorReconcileFailures", "HssOperatorPollStale", "HssClusterHighRisks"}
-
-
-# prometheus-operator CRD subsets: what the chart emits, strictly (no stray fields).
-META = {"type": "object", "required": ["name", "namespace"], "properties": {
-    "name": {"type": "string"}, "namespace": {"type": "string"}, "labels": STRMAP, "annotations": STRMAP}}
-PROMDUR = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
-PROM_SCHEMAS = {
-    "ServiceMonitor": {
-        "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"}, "metadata": META,
-            "spec": {"type": "object", "additionalProperties": False, "required": ["selector", "endpoints"], "properties": {
-                "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
-                    "matchNames": {"type": "array", "items": {"type": "string"}}, "any": {"type": "boolean"}}},
-                "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": STRMAP}},
-                "endpoints": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "additionalProperties": False, "required": ["port"], "properties": {
-                        "port": {"type": "string"}, "path": {"type": "string"},
-                        "interval": PROMDUR, "scrapeTimeout": PROMDUR,
-                        "scheme": {"enum": ["http", "https"]}, "bearerTokenFile": {"type": "string"},
-                        "tlsConfig": {"type": "object", "additionalProperties": False, "properties": {
-                            "insecureSkipVerify": {"type": "boolean"}, "serverName": {"type": "string"},
-                            "ca": {"type": "object", "additionalProperties": False, "properties": {
-                                "secret": {"type": "object", "additionalProperties": False, "required": ["name", "key"],
-                                           "properties": {"name": {"type": "string"}, "key": {"type": "string"}}}}}}}}}},
-            }},
-        },
-    },
-    "PrometheusRule": {
-        "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"}, "metadata": META,
-            "spec": {"type": "object", "additionalProperties": False, "required": ["groups"], "properties": {
-                "groups": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "additionalProperties": False, "required": ["name", "rules"], "properties": {
-                        "name": {"type": "string", "minLength": 1}, "interval": PROMDUR,
-                        "rules": {"type": "array", "minItems": 1, "items": {
-                            "type": "object", "additionalProperties": False, "required": ["alert", "expr"], "properties": {
-                                "alert": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
-                                "expr": {"type": "string", "minLength": 1}, "for": PROMDUR,
-                                "labels": STRMAP, "annotations": STRMAP}}}}}},
-            }},
-        },
-    },
-}
-
 
 LEASES = ("coordination.k8s.io", "leases")
 CONFIGMAPS = ("", "configmaps")
@@ -275,10 +231,6 @@ def check_tenancy(where, values, by_kind, argv):
         fail(where, f"ClusterScanPolicies {sorted(policies)}, expected {sorted(want)}")
 
 
-def subset(small, big):
-    return all(big.get(k) == v for k, v in (small or {}).items())
-
-
 def check_render(name, values, objs, notes):
     where = f"render {name}"
     by_kind = {}
@@ -296,7 +248,7 @@ def check_render(name, values, objs, notes):
                 fail(where, f"{o['kind']}/{md.get('name')}: {e}")
         elif o["kind"] in PROM_KINDS:
             try:
-                jsonschema.Draft202012Validator(PROM_SCHEMAS[o["kind"]]).validate(o)
+                jsonschema.Draft202012Validator(check_monitoring.PROM_SCHEMAS[o["kind"]]).validate(o)
             except jsonschema.ValidationError as e:
                 fail(where, f"{o['kind']} at /{'/'.join(map(str, e.path))}: {e.message}")
         else:
@@ -520,41 +472,8 @@ def check_render(name, values, objs, notes):
             fail(where, "Service selector does not match the pods")
         if [p.get("targetPort") for p in s["spec"]["ports"]] != ["admin", "metrics"]:
             fail(where, "Service must target the admin and metrics ports only")
-    sms = by_kind.get("ServiceMonitor", [])
-    if bool(sms) != sm_on:
-        fail(where, "ServiceMonitor does not follow metrics.serviceMonitor.enabled")
-    for sm in sms:
-        if not svcs or not subset(sm["spec"]["selector"]["matchLabels"], svcs[0]["metadata"]["labels"]):
-            fail(where, "ServiceMonitor selects no Service")
-        elif {e["port"] for e in sm["spec"]["endpoints"]} != {"metrics"}:
-            fail(where, "ServiceMonitor must scrape the Service's metrics port only")
-        for e in sm["spec"]["endpoints"]:
-            tls = e.get("tlsConfig", {})
-            if e.get("scheme") != "https" or not e.get("bearerTokenFile"):
-                fail(where, "ServiceMonitor must scrape over https with Prometheus's token")
-            if bool(tls.get("insecureSkipVerify")) == bool(cert_secret):
-                fail(where, "ServiceMonitor skips verification exactly when no metrics.certSecret is mounted")
-            if cert_secret and tls.get("ca", {}).get("secret", {}).get("name") != cert_secret:
-                fail(where, "ServiceMonitor does not verify with metrics.certSecret's CA")
-        if sm["spec"].get("namespaceSelector", {}).get("matchNames") != [NAMESPACE]:
-            fail(where, "ServiceMonitor namespaceSelector is not the release namespace")
-    rules_on = metrics.get("prometheusRule", {}).get("enabled", False)
-    prs = by_kind.get("PrometheusRule", [])
-    if bool(prs) != rules_on:
-        fail(where, "PrometheusRule does not follow metrics.prometheusRule.enabled")
-    for pr in prs:
-        alerts = [r for g in pr["spec"]["groups"] for r in g["rules"]]
-        if {a["alert"] for a in alerts} != ALERTS:
-            fail(where, f"alerts are {sorted(a['alert'] for a in alerts)}, expected {sorted(ALERTS)}")
-        for a in alerts:
-            try:
-                promql_parser.parse(a["expr"])
-            except Exception as e:  # the parser raises ValueError with the PromQL error
-                fail(where, f"alert {a['alert']}: PromQL does not parse: {e}: {a['expr']}")
-            if f'namespace="{NAMESPACE}"' not in a["expr"]:
-                fail(where, f"alert {a['alert']} is not limited to the release namespace")
-            if not a.get("labels", {}).get("severity") or not a.get("annotations", {}).get("summary"):
-                fail(where, f"alert {a['alert']} needs a severity label and a summary")
+    check_monitoring.check_prometheus(where, values, by_kind, svcs, cert_secret)
+    check_monitoring.check_dashboard(where, values, by_kind, dep["metadata"]["name"])
     nps = by_kind.get("NetworkPolicy", [])
     if bool(nps) != values.get("networkPolicy", {}).get("enabled", False):
         fail(where, "NetworkPolicy does not follow networkPolicy.enabled")

@@ -36,6 +36,10 @@ def merged(base, over):
     return out
 
 
+def subset(small, big):
+    return all(big.get(k) == v for k, v in (small or {}).items())
+
+
 def documents(text):
     return [d for d in yaml.safe_load_all(text) if d]
 
