@@ -151,6 +151,7 @@ SUBJECTS = {
     "429s by API": "hss_operator_hss_throttled_total",
     "budget rate": "hss_operator_budget_rate",
     "budget waits": "hss_operator_budget_wait_seconds_count",
+    "queue depth by namespace": "hss_operator_budget_queue_waiting",
     "findings by level and cluster": "hss_operator_findings",
     "security checks by cluster": "hss_operator_cluster_check_findings",
     "age of each cluster's last scan": "hss_operator_cluster_last_scan_timestamp_seconds",

@@ -18,6 +18,7 @@
 //! | `hss_operator_objects` | gauge | `phase` | [`controller::metrics`] |
 //! | `hss_operator_unresolved_submissions` | gauge | | [`controller::metrics`] |
 //! | `hss_operator_tracked_tasks` | gauge | | [`controller::metrics`] |
+//! | `hss_operator_budget_queue_waiting` | gauge | `api`, `namespace` | [`controller::metrics`] (callers in the fair queue; `namespace` empty: the operator's own calls) |
 //! | `hss_operator_last_successful_poll_timestamp_seconds` | gauge | | [`controller::metrics`] (the process start until the first success) |
 //! | `hss_operator_leader` | gauge | | [`admin`](crate::controller_runtime::admin::LeaderMetrics), beside readiness |
 //!
