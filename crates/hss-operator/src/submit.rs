@@ -11,6 +11,15 @@
 //! The manifest may come from someone else (a pull request): its endpoint, region, project and
 //! enterprise project never move the pipeline's credentials. Flags (and their environment
 //! names) win, except a manifest endpoint on the allow-list ([`HssArgs::manifest_overrides`]).
+//!
+//! Output: text (the task id, then with `--wait` a row per cluster or file and the findings),
+//! json (one object), or with `--wait` one of the CI formats ([`ci_formats`]: JUnit XML,
+//! SARIF). The exit code is the same whatever the format.
+
+mod ci_formats;
+mod follow;
+
+pub use follow::follow;
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -24,11 +33,17 @@ use serde::Serialize;
 
 use crate::{
     config::{self, HssArgs, Overrides},
-    crd::{ClusterScanTask, findings::Findings},
-    findings::{self, gate::FailOn},
+    crd::{
+        ClusterScanTask,
+        findings::{Findings, SecurityCheck},
+    },
+    findings::{
+        self,
+        gate::{FailOn, Risk},
+    },
     submission::{self, AfterPost, Attempt, Candidates, Found, Ledger, backoff},
 };
-use hss_client::{Api, Outcome, client::HssClient, limits::MAX_PAGE, model::*, resolve, text};
+use hss_client::{Api, Outcome, client::HssClient, model::*, resolve};
 
 /// Exit codes of `submit`, also listed in `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +74,16 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
+    /// The task id, then (with --wait) a row per cluster or file and the findings.
     #[default]
     Text,
+    /// One JSON object.
     Json,
+    /// With --wait: JUnit XML, a test case per cluster (or file) and scan type, a failure per
+    /// risk at or above --fail-on (at every level without it).
+    Junit,
+    /// With --wait: SARIF 2.1.0, a rule per risk, a result per risk row.
+    Sarif,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -182,6 +204,15 @@ pub fn parse_manifest(text: &str) -> Result<ClusterScanTask, Error> {
         ));
     }
     task.spec.to_request().map_err(|e| Error::Invalid(e.0))?;
+    let paths = task
+        .spec
+        .iac_scan
+        .as_ref()
+        .map(|i| i.path_problems())
+        .unwrap_or_default();
+    if !paths.is_empty() {
+        return Err(Error::Invalid(paths));
+    }
     Ok(task)
 }
 
@@ -207,6 +238,12 @@ pub struct Report {
     /// (cluster, scan type) pairs that failed in this task.
     #[serde(skip)]
     pub failed_scans: BTreeSet<(String, String)>,
+    /// Every risk row the findings count (for the CI formats).
+    #[serde(skip)]
+    pub risks: Vec<Risk>,
+    /// Each cluster's security-check counts (for the CI formats).
+    #[serde(skip)]
+    pub checks: Vec<(String, SecurityCheck)>,
 }
 
 impl Report {
@@ -227,6 +264,8 @@ impl Report {
             findings: None,
             findings_error: None,
             failed_scans: BTreeSet::new(),
+            risks: Vec::new(),
+            checks: Vec::new(),
         }
     }
 }
@@ -336,106 +375,6 @@ async fn resolve_ambiguous(
     }
 }
 
-/// Follows `report.task_id` until HSS says finished, then fills in the per-resource results.
-pub async fn follow(
-    client: &HssClient,
-    report: &mut Report,
-    poll_interval: Duration,
-    timeout: Duration,
-) -> Result<bool, Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let follow_err = |source| Error::Follow {
-        task_id: report.task_id.clone(),
-        source,
-    };
-    let mut filter = ListTasksRequest::for_type(report.task_type);
-    filter.task_id = Some(report.task_id.clone());
-    loop {
-        match client.list_tasks(&filter, 0, 10).await {
-            Ok(page) => {
-                let status = page
-                    .data_list
-                    .iter()
-                    .find(|t| t.task_id == report.task_id)
-                    .map(|t| t.task_status);
-                report.task_status = status;
-                if status == Some(TaskStatus::Finished) {
-                    break;
-                }
-            }
-            Err(e) if e.outcome() == Outcome::Rejected => return Err(follow_err(e)),
-            Err(e) => tracing::warn!(error = %e, "ListTasks failed; will try again"),
-        }
-        if tokio::time::Instant::now() + poll_interval > deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(poll_interval).await;
-    }
-    let req = ListTaskResourcesRequest {
-        task_type: report.task_type,
-        cluster_scan_info: None,
-        iac_scan_info: None,
-    };
-    let mut offset = 0;
-    let mut failed = BTreeSet::new();
-    loop {
-        let page = client
-            .list_task_resources(&report.task_id, &req, offset, MAX_PAGE)
-            .await
-            .map_err(follow_err)?;
-        let got = page.cluster_scan_data_list.len() + page.iac_scan_data_list.len();
-        report
-            .results
-            .extend(page.cluster_scan_data_list.into_iter().map(|r| {
-                ResultRow {
-                    id: text::bounded(&r.cluster_id, text::NAME),
-                    name: text::bounded_opt(r.cluster_name.as_deref(), text::NAME),
-                    status: r.scan_status,
-                    failures: r
-                        .scan_detail_list
-                        .into_iter()
-                        .inspect(|d| {
-                            if d.status == ScanStatus::Failed {
-                                failed.insert((r.cluster_id.clone(), wire_name(d.scan_type)));
-                            }
-                        })
-                        .filter(|d| d.status == ScanStatus::Failed)
-                        .map(|d| {
-                            format!(
-                                "{}: {}",
-                                wire_name(d.scan_type),
-                                text::bounded(
-                                    d.failed_reason.as_deref().unwrap_or_default(),
-                                    text::MESSAGE
-                                )
-                            )
-                        })
-                        .collect(),
-                }
-            }));
-        report
-            .results
-            .extend(page.iac_scan_data_list.into_iter().map(|r| {
-                ResultRow {
-                    id: text::bounded(&r.file_id, text::NAME),
-                    name: text::bounded_opt(r.file_name.as_deref(), text::NAME),
-                    status: r.scan_status,
-                    failures: r
-                        .failed_reason
-                        .iter()
-                        .map(|m| text::bounded(m, text::MESSAGE))
-                        .collect(),
-                }
-            }));
-        offset += MAX_PAGE;
-        if got == 0 || report.results.len() as i64 >= page.total_num || offset > 10_000 {
-            break;
-        }
-    }
-    report.failed_scans = failed;
-    Ok(true)
-}
-
 /// Reads a finished scan's findings into `report` and applies `--fail-on`.
 async fn gate(
     client: &HssClient,
@@ -455,9 +394,12 @@ async fn gate(
         findings::gate::read(client, spec, &scanned, &report.failed_scans, &failed_files).await;
     match read {
         None => exit,
-        Some(Ok(f)) => {
-            let tripped = fail_on.map_or(0, |level| findings::gate::tripped(&f, level));
-            report.findings = Some(f);
+        Some(Ok(found)) => {
+            let tripped =
+                fail_on.map_or(0, |level| findings::gate::tripped(&found.findings, level));
+            report.findings = Some(found.findings);
+            report.risks = found.risks;
+            report.checks = found.checks;
             if tripped > 0 {
                 return Exit::FindingsAtOrAbove;
             }
@@ -482,7 +424,11 @@ pub async fn run(args: SubmitArgs) -> ExitCode {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(err) => {
             eprintln!("error: {}", crate::report_error(&err));
-            if let (Error::Unresolved { candidates, .. }, OutputFormat::Json) = (&err, args.output)
+            if ci_formats::is_ci(args.output) {
+                let failed = ci_formats::Outcome::Failed(&err);
+                ci_formats::write(args.output, &mut out, &failed, args.fail_on);
+            } else if let (Error::Unresolved { candidates, .. }, OutputFormat::Json) =
+                (&err, args.output)
             {
                 let _ = writeln!(
                     out,
@@ -506,6 +452,11 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
         source,
     })?;
     let task = parse_manifest(&text)?;
+    if ci_formats::is_ci(args.output) && !args.wait {
+        return Err(Error::Invalid(vec![
+            "-o junit and -o sarif describe a finished scan: add --wait".to_string(),
+        ]));
+    }
     if task.spec.credentials_secret_ref.is_some() {
         tracing::warn!(
             "spec.credentialsSecretRef is ignored by submit; using the flags and environment"
@@ -564,6 +515,13 @@ async fn execute(args: &SubmitArgs, out: &mut impl Write) -> Result<Exit, Error>
                 findings::gate::print(out, f);
             }
         }
+    }
+    if ci_formats::is_ci(args.output) {
+        let followed = ci_formats::Outcome::Followed {
+            report: &report,
+            spec,
+        };
+        ci_formats::write(args.output, out, &followed, args.fail_on);
     }
     if args.output == OutputFormat::Json {
         let _ = writeln!(

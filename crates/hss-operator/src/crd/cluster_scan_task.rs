@@ -1,5 +1,7 @@
 //! `ClusterScanTask`: one HSS scan, run once, like a Job.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -140,6 +142,72 @@ pub struct IacScanSpec {
         extend("x-kubernetes-list-type" = "set")
     )]
     pub file_ids: Vec<String>,
+
+    /// Where each file of fileIds lives in the repository it came from: file id -> path
+    /// relative to the repository root, e.g. `deploy/app.yaml` (`/`-separated, no `.` or `..`
+    /// segments). Optional, for `hss-operator submit`: `-o sarif` gives the file's results
+    /// this physical location and `-o junit` names the file's test case after it. The
+    /// operator does not use it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "file_paths_schema")]
+    pub file_paths: BTreeMap<String, String>,
+}
+
+/// Longest path in `iacScan.filePaths`.
+pub const MAX_FILE_PATH: usize = 1024;
+
+/// `iacScan.filePaths`: at most one path per file id, each relative (no leading `/`), with
+/// `/` separators and no control characters. The `.`/`..` segment rule and the keys (ids of
+/// fileIds) are checked by [`IacScanSpec::path_problems`]: a CEL rule over a map's keys has no
+/// bounded cost, as key lengths cannot be bounded in a structural schema.
+fn file_paths_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 1000,
+        "additionalProperties": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_FILE_PATH,
+            "pattern": r"^[^/\\\x00-\x1f\x7f]([^\\\x00-\x1f\x7f]*[^/\\\x00-\x1f\x7f])?$"
+        }
+    })
+}
+
+impl IacScanSpec {
+    /// What is wrong with `filePaths`: keys that are not in fileIds, and paths that are not
+    /// plain relative paths (see [`file_paths_schema`]). Pure; `submit` checks it, the
+    /// operator ignores the field.
+    pub fn path_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.file_paths.len() > 1000 {
+            problems.push(format!(
+                "iacScan.filePaths lists {} paths; at most 1000",
+                self.file_paths.len()
+            ));
+        }
+        let ids: std::collections::BTreeSet<&str> =
+            self.file_ids.iter().map(String::as_str).collect();
+        for (id, path) in &self.file_paths {
+            let shown: String = id.chars().take(40).collect();
+            if !ids.contains(id.as_str()) {
+                problems.push(format!(
+                    "iacScan.filePaths names {shown:?}, which is not in iacScan.fileIds"
+                ));
+            }
+            let plain = !path.is_empty()
+                && path.chars().count() <= MAX_FILE_PATH
+                && !path.starts_with('/')
+                && !path.contains('\\')
+                && !path.chars().any(char::is_control)
+                && path.split('/').all(|s| !matches!(s, "" | "." | ".."));
+            if !plain {
+                problems.push(format!(
+                    "iacScan.filePaths[{shown:?}] is not a relative path: at most {MAX_FILE_PATH} characters, '/' between non-empty segments, none of them '.' or '..'"
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// A Secret in the same namespace.
@@ -652,6 +720,99 @@ mod tests {
             ok.spec.to_request().is_ok(),
             "UUIDs and dotted ids are fine"
         );
+    }
+
+    #[test]
+    fn file_paths_must_name_listed_files_with_plain_relative_paths() {
+        let long = format!("{}.yaml", "d/".repeat(600));
+        // (id, path, problem expected, reason)
+        let cases = [
+            ("f1", "deploy/app.yaml", None, "a plain relative path"),
+            ("f1", "Dockerfile", None, "one segment"),
+            ("f1", "deploy/my app (1).yaml", None, "spaces and brackets"),
+            (
+                "other",
+                "deploy/app.yaml",
+                Some("not in iacScan.fileIds"),
+                "an unknown file id",
+            ),
+            ("f1", "/etc/passwd", Some("not a relative path"), "absolute"),
+            (
+                "f1",
+                "../secrets.yaml",
+                Some("not a relative path"),
+                "leaves the repository",
+            ),
+            (
+                "f1",
+                "deploy/./app.yaml",
+                Some("not a relative path"),
+                "a dot segment",
+            ),
+            (
+                "f1",
+                "deploy//app.yaml",
+                Some("not a relative path"),
+                "an empty segment",
+            ),
+            ("f1", "deploy/", Some("not a relative path"), "a directory"),
+            (
+                "f1",
+                "deploy\\app.yaml",
+                Some("not a relative path"),
+                "a backslash",
+            ),
+            ("f1", "a\nb", Some("not a relative path"), "a newline"),
+            ("f1", "", Some("not a relative path"), "empty"),
+            (
+                "f1",
+                long.as_str(),
+                Some("not a relative path"),
+                "over 1024 characters",
+            ),
+        ];
+        let schema = serde_json::to_value(schemars::schema_for!(IacScanSpec)).expect("schema");
+        let item = &schema["properties"]["filePaths"]["additionalProperties"];
+        let pattern = regex::Regex::new(item["pattern"].as_str().expect("a pattern"))
+            .expect("the pattern compiles");
+        assert_eq!(item["maxLength"], MAX_FILE_PATH);
+        for (id, path, problem, reason) in cases {
+            // The API server's pattern admits every path submit accepts.
+            assert!(
+                problem.is_some() || pattern.is_match(path),
+                "{reason}: the schema refuses {path:?}"
+            );
+            let t = task(serde_json::json!({"taskType": "iac_scan", "iacScan": {
+                "fileType": "k8s_yaml", "fileIds": ["f1"], "filePaths": {id: path}}}));
+            let problems = t.spec.iac_scan.as_ref().expect("iac").path_problems();
+            match problem {
+                None => assert!(problems.is_empty(), "{reason}: {problems:?}"),
+                Some(words) => assert!(
+                    problems.len() == 1 && problems[0].contains(words),
+                    "{reason}: {problems:?}"
+                ),
+            }
+            assert!(
+                t.validate_cel().is_ok(),
+                "{reason}: no CEL rule reads filePaths"
+            );
+            assert!(
+                t.spec.to_request().is_ok(),
+                "{reason}: the request ignores it"
+            );
+        }
+        for refused in [
+            "/etc/passwd",
+            "deploy/",
+            "deploy\\app.yaml",
+            "a\nb",
+            "a\u{7f}",
+        ] {
+            assert!(
+                !pattern.is_match(refused),
+                "the API server refuses {refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -1172,13 +1172,18 @@ async fn an_all_cluster_scan_reports_only_its_own_clusters_not_one_scanned_later
     }))
     .expect("spec");
     let none = BTreeSet::new();
-    let read = findings::gate::read(&client, &spec, &scanned, &BTreeSet::new(), &none)
+    let found = findings::gate::read(&client, &spec, &scanned, &BTreeSet::new(), &none)
         .await
         .expect("a cluster scan has findings to read")
         .expect("findings");
+    let read = &found.findings;
     let named: BTreeSet<String> = read.clusters.iter().map(|c| c.cluster_id.clone()).collect();
     assert_eq!(named, scanned, "submit: only the task's own clusters");
     assert_eq!(read.clusters_read as usize, scanned.len());
+    assert!(
+        found.risks.iter().all(|r| scanned.contains(&r.resource)),
+        "submit's CI formats: only the task's own clusters' rows"
+    );
 
     // The controller's path: shared pages, the scope its status gives.
     let caches = Caches::default();
