@@ -95,7 +95,8 @@ pub struct ClusterRisk {
     pub risk_level: RiskLevel,
     #[serde(default)]
     pub risk_category: Option<String>,
-    /// How many resources the risk affects.
+    /// The count HSS reports for the item (the SDK: "risk count"); ListClusterRiskAffectResources
+    /// names the affected resources themselves.
     #[serde(default)]
     pub risk_num: Option<i64>,
     /// Epoch milliseconds.
