@@ -3,6 +3,7 @@
 //! -p hss-operator --test client`.
 
 mod admin;
+mod affected;
 mod credential_sources;
 mod fuzz;
 mod key_guard;
