@@ -8,7 +8,8 @@
 //! - [`endpoint`]: region table and explicit overrides; [`allow`]: where credentials may go.
 //! - [`text`]: bounds on what servers say; [`limits`]: the bounds this client keeps.
 //! - [`model`]: request and response bodies; [`wire`]: the SDK's JSON and query encodings.
-//! - [`results`]: the result APIs a finished cluster scan is read with.
+//! - [`results`]: the result APIs a finished cluster scan is read with, and the Kubernetes
+//!   resources each cluster risk affects.
 //! - [`budget`]: the per-(credential, project, API) rate budget every call draws from;
 //!   [`adaptive`]: the rate a source allows itself after 429s; [`clock`]: HSS's clock offset.
 //! - [`client`]: the HTTP client; [`Error`] and [`Outcome`]: what a call's failure was, and
@@ -54,11 +55,12 @@ pub enum Api {
     ListClusterRisks,
     ListClusterReports,
     ListIacFileRisks,
+    ListClusterRiskAffectResources,
     IamToken,
 }
 
 impl Api {
-    pub const ALL: [Api; 10] = [
+    pub const ALL: [Api; 11] = [
         Api::CreateTask,
         Api::ListTasks,
         Api::ListTaskResources,
@@ -68,6 +70,7 @@ impl Api {
         Api::ListClusterRisks,
         Api::ListClusterReports,
         Api::ListIacFileRisks,
+        Api::ListClusterRiskAffectResources,
         Api::IamToken,
     ];
 
@@ -83,6 +86,7 @@ impl Api {
             Api::ListClusterRisks => "ListClusterRisks",
             Api::ListClusterReports => "ListSecurityCheckClusterReports",
             Api::ListIacFileRisks => "ListIacFileRisks",
+            Api::ListClusterRiskAffectResources => "ListClusterRiskAffectResources",
             Api::IamToken => "KeystoneCreateUserTokenByPassword",
         }
     }

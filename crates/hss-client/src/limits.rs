@@ -17,3 +17,6 @@ pub const MAX_OFFSET: u32 = 2_000_000;
 /// The longest wait a server's `Retry-After` can impose: a hostile or broken answer must not
 /// block a budget shared by every object for years (or overflow the clock).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
+/// Most `hit_path_list` entries kept of one affected resource (ListClusterRiskAffectResources);
+/// the rest are dropped where they are decoded.
+pub const MAX_HIT_PATHS: usize = 32;

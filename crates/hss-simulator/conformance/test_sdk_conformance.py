@@ -26,6 +26,9 @@ from huaweicloudsdkhss.v5 import (
     CreateTaskRequestBodyIacScanInfo,
     CreateTaskResponse,
     HssClient,
+    ListClusterRiskAffectResourcesRequest,
+    ListClusterRiskAffectResourcesResponse,
+    ListClusterRiskAffectResourcesResponseInfoDataList,
     ListClusterRisksRequest,
     ListClusterRisksResponseInfoDataList,
     ListIacFileRisksRequest,
@@ -354,6 +357,56 @@ def test_list_iac_file_risks_lists_one_scanned_files_risks_and_nothing_for_a_fai
         assert row.risk_id and row.rule_id and row.risk_name
         assert row.risk_level in ("high", "medium", "low", "tips")
         assert isinstance(row.risk_num, int) and isinstance(row.last_scan_time, int)
+
+
+def test_list_cluster_risk_affect_resources_names_the_resources_of_each_risk_and_pages(client):
+    clusters = ["conformance-affected-%d" % i for i in range(6)]
+    task_id = create_cluster_scan(client, scan_types=["risk_assessment", "benchmark"],
+                                  range_type="specific_cluster", cluster_ids=clusters).task_id
+    wait_for_finished(client, "cluster_scan", task_id)
+    risks = [r for risk_type in ("risk_assessment", "benchmark") for cluster in clusters
+             for r in client.list_cluster_risks(ListClusterRisksRequest(
+                 risk_type=risk_type, cluster_id=cluster, offset=0, limit=200)).data_list]
+    assert risks, "seeded findings for six clusters"
+    found = {}
+    for risk in risks:
+        response = client.list_cluster_risk_affect_resources(ListClusterRiskAffectResourcesRequest(
+            risk_id=risk.risk_id, cluster_id=risk.cluster_id, offset=0, limit=200))
+        assert isinstance(response, ListClusterRiskAffectResourcesResponse)
+        assert response.status_code == 200
+        rows = response.data_list or []
+        assert response.total_num == len(rows)
+        found[risk.risk_id] = rows
+        for row in rows:
+            assert isinstance(row, ListClusterRiskAffectResourcesResponseInfoDataList)
+            assert row.resource_name and row.resource_id and row.resource_type and row.hit_rule
+            assert row.namespace is None or isinstance(row.namespace, str)
+            assert row.hit_path_list and all(isinstance(p, str) and p for p in row.hit_path_list)
+            assert isinstance(row.first_scan_time, int) and isinstance(row.last_scan_time, int)
+            assert row.last_scan_time == risk.last_scan_time
+    assert any(len({r.namespace for r in rows if r.namespace}) >= 2 for rows in found.values()), \
+        "some risk affects several namespaces"
+    # Paging: ten at a time (HSS's smallest page) gives the same rows, in order.
+    risk_id, rows = max(found.items(), key=lambda item: len(item[1]))
+    cluster = next(r.cluster_id for r in risks if r.risk_id == risk_id)
+    assert len(rows) > 10, "a risk with more than one page"
+    paged, offset = [], 0
+    while offset < len(rows):
+        paged += client.list_cluster_risk_affect_resources(ListClusterRiskAffectResourcesRequest(
+            risk_id=risk_id, cluster_id=cluster, offset=offset, limit=10)).data_list
+        offset += 10
+    assert [r.resource_id for r in paged] == [r.resource_id for r in rows]
+    namespace = next(r.namespace for r in rows if r.namespace)
+    narrowed = client.list_cluster_risk_affect_resources(ListClusterRiskAffectResourcesRequest(
+        risk_id=risk_id, cluster_id=cluster, namespace=namespace, offset=0, limit=200)).data_list
+    assert narrowed and all(r.namespace == namespace for r in narrowed)
+    unknown = client.list_cluster_risk_affect_resources(ListClusterRiskAffectResourcesRequest(
+        risk_id="no-such-risk", offset=0, limit=10))
+    assert unknown.status_code == 200 and unknown.total_num == 0
+    with pytest.raises(ClientRequestException) as err:
+        client.list_cluster_risk_affect_resources(ListClusterRiskAffectResourcesRequest(
+            risk_id=risk_id, offset=0, limit=500))
+    assert err.value.status_code == 400 and err.value.error_code == "HSS.0001"
 
 
 # ------------------------------------------------------------------------------- authentication

@@ -16,11 +16,13 @@
 //! | ListClusterRisks | `GET /v5/{project_id}/container/cluster/risks?risk_type&offset&limit&cluster_id&risk_level` |
 //! | ListSecurityCheckClusterReports | `GET /v5/{project_id}/security-check/containers/cluster-reports?offset&limit&cluster_id` |
 //! | ListIacFileRisks | `GET /v5/{project_id}/container/iac/file/risks?file_id&offset&limit&risk_level` |
+//! | ListClusterRiskAffectResources | `GET /v5/{project_id}/container/cluster/risk/{risk_id}/affected-resources?offset&limit&cluster_id&resource_name&resource_type&namespace` |
 //! | IAM token (only with `--iam-user`) | `POST /v3/auth/tokens` |
 //! | pod identity, ECS metadata, IAM federation, STS OIDC | see `server/identity.rs` |
 //!
 //! Findings are deterministic per (seed, cluster, scan type) and per (seed, IaC file), and
-//! appear when a successful scan of it finishes (`state/findings.rs`).
+//! appear when a successful scan of it finishes (`state/findings.rs`); so do the Kubernetes
+//! resources each cluster risk affects, per (seed, cluster, risk id) (`state/affected.rs`).
 //!
 //! Shapes are those of [`hss_client::model`] and [`hss_client::results`]. `enterprise_project_id` is accepted everywhere and
 //! recorded on created tasks, but does not partition anything.
@@ -108,7 +110,8 @@ pub const DEFAULT_SECRET_KEY: &str = "SKSIM";
 
 const FAULT_HELP: &str = "Inject a fault: API=KIND[:ARG][@PROB][xCOUNT] (repeatable).\n\
 API: CreateTask, ListTasks, ListTaskResources, RetryTask, ShowTaskStatistics, ListClusters \
-(or ListKubernetesClusterDetails), ListClusterRisks, ListClusterReports, ListIacFileRisks, IamToken.\n\
+(or ListKubernetesClusterDetails), ListClusterRisks, ListClusterReports, ListIacFileRisks, \
+ListClusterRiskAffectResources, IamToken.\n\
 KIND: latency:DURATION (answer late; the effect is committed first), server-error (500, nothing \
 done), commit-then-server-error (done, then 500), throttle (429 APIGW.0308, nothing done), \
 malformed (done, then 200 with an unparsable body), commit-then-drop (CreateTask: task created, \

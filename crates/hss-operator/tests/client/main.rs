@@ -3,6 +3,7 @@
 //! property tests on hostile input). One test binary: `cargo test -p hss-operator --test client`.
 
 mod admin;
+mod affected;
 mod ci_formats;
 mod credential_sources;
 mod fuzz;

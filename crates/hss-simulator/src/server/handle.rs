@@ -14,7 +14,7 @@ use crate::faults::{FaultPlan, FaultSpec};
 use crate::state::CreatedTask;
 use crate::{Error, SimConfig};
 use hss_client::Api;
-use hss_client::results::{ClusterReport, ClusterRisk, IacRisk, RiskType};
+use hss_client::results::{AffectedResource, ClusterReport, ClusterRisk, IacRisk, RiskType};
 
 struct Control {
     stop: watch::Sender<bool>,
@@ -87,6 +87,22 @@ impl Simulator {
     /// pages through).
     pub fn cluster_risks(&self, project: &str, risk_type: RiskType) -> Vec<ClusterRisk> {
         read(&self.shared.store).all_cluster_risks(project, risk_type, tokio::time::Instant::now())
+    }
+
+    /// Every resource the cluster risk `risk_id` of `project` affects now, in `cluster_id` or
+    /// every cluster (what ListClusterRiskAffectResources pages through, unfiltered).
+    pub fn affected_resources(
+        &self,
+        project: &str,
+        risk_id: &str,
+        cluster_id: Option<&str>,
+    ) -> Vec<AffectedResource> {
+        read(&self.shared.store).all_affected_resources(
+            project,
+            risk_id,
+            cluster_id,
+            tokio::time::Instant::now(),
+        )
     }
 
     /// Every risk HSS holds for IaC file `file_id` of `project` now.

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::faults::{FaultBook, FaultKind};
-use super::state::{NewTask, Store};
+use super::state::{AffectedFilter, NewTask, Store};
 use super::throttle::{SlidingWindow, retry_after_secs};
 use super::{IamUser, Secret, SimConfig};
 use hss_client::Api;
@@ -83,6 +83,7 @@ struct PeerAddr(SocketAddr);
 struct Call<'a> {
     api: Api,
     project: &'a str,
+    /// The path's second id: a task id, or ListClusterRiskAffectResources' risk id.
     task_id: Option<&'a str>,
     query: &'a [(String, String)],
     body: &'a [u8],
@@ -426,6 +427,24 @@ impl Shared {
                     call.project,
                     file_id,
                     level,
+                    (offset, limit),
+                    now,
+                );
+                Ok(Reply::json(StatusCode::OK, &page))
+            }
+            Api::ListClusterRiskAffectResources => {
+                let (offset, limit) = call.paging()?;
+                let nonempty = |key| call.query(key).filter(|v| !v.is_empty());
+                let filter = AffectedFilter {
+                    cluster_id: nonempty("cluster_id"),
+                    resource_name: nonempty("resource_name"),
+                    resource_type: nonempty("resource_type"),
+                    namespace: nonempty("namespace"),
+                };
+                let page = read(&self.store).affected_resources(
+                    call.project,
+                    call.task_id(),
+                    filter,
                     (offset, limit),
                     now,
                 );

@@ -106,6 +106,14 @@ async fn iac_file_risks(
     project_call(s, Api::ListIacFileRisks, p, r).await
 }
 
+async fn affected_resources(
+    State(s): AppState,
+    p: Result<Path<(String, String)>, PathRejection>,
+    r: Request,
+) -> Response {
+    task_call(s, Api::ListClusterRiskAffectResources, p, r).await
+}
+
 async fn list_resources(
     State(s): AppState,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -199,6 +207,10 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v5/{project_id}/container/iac/file/risks",
             get(iac_file_risks),
+        )
+        .route(
+            "/v5/{project_id}/container/cluster/risk/{risk_id}/affected-resources",
+            get(affected_resources),
         )
         .route("/v3/auth/tokens", post(iam_tokens))
         .route(super::identity::POD_IDENTITY_PATH, post(pod_identity))

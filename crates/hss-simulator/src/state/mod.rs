@@ -8,8 +8,11 @@
 //! This file holds the records and their creation; what the read APIs and RetryTask do with
 //! them is in `queries.rs`.
 
+mod affected;
 mod findings;
 mod queries;
+
+pub(crate) use affected::AffectedFilter;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
