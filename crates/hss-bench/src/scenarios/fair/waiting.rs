@@ -108,7 +108,7 @@ pub async fn waiting_cpu(env: &Env, cli: &Cli) -> anyhow::Result<Vec<Row>> {
             calls: calls.clone(),
             cpu_secs: Some(cpu),
             notes: vec![format!(
-                "over the 60 s after the last create: operator CPU {cpu:.2} s; {created} CreateTask calls ({:.2} per budget window of {PER_WINDOW}); {task_ids} task ids at the end, {} objects still waiting",
+                "over the 60 s after the last create: operator CPU {cpu:.2} s; {created} CreateTask calls ({:.2} per budget window; the budget allows 3.85: {PER_WINDOW} per window spaced 260 ms); {task_ids} task ids at the end, {} objects still waiting",
                 created as f64 / window.as_secs_f64() * WINDOW.as_secs_f64(),
                 objects.saturating_sub(task_ids)
             )],
