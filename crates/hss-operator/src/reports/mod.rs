@@ -115,7 +115,7 @@ pub struct ReportArgs {
     /// Reports written for each finished scan's findings: `auto` (OpenReports when the API
     /// server serves it, else wgpolicyk8s.io PolicyReport when served, else none), `openreports`,
     /// `policyreport`, `off`.
-    #[arg(long = "reports", env = "HSS_REPORTS", value_enum, default_value_t = Mode::Auto)]
+    #[arg(id = "reports", long = "reports", env = "HSS_REPORTS", value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
 
     /// Most results in one report (the worst first; its summary still counts every finding).
