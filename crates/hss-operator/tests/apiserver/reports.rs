@@ -217,3 +217,77 @@ async fn without_a_served_report_kind_the_scan_finishes_and_says_no_report_was_w
     );
     op.stop().await;
 }
+
+#[tokio::test]
+async fn an_iac_scan_gets_one_report_per_file_that_was_scanned() {
+    let client = admin().await;
+    install_report_crd(&client).await;
+    let ns = namespace(&client, "reports-iac").await;
+    let sim = Simulator::start(SimConfig {
+        seed: 11,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let op = Operator::start(client.clone(), run_args(&sim.base_url(), &ns, &[]), None);
+    // File ids starting with "bad" fail in the simulator: no report for that one.
+    let files = ["app-deploy", "web-chart", "bad-values"];
+    let api: Api<ClusterScanTask> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &scan(
+            "iac",
+            serde_json::json!({"taskType": "iac_scan",
+                "iacScan": {"fileType": "k8s_yaml", "fileIds": files}}),
+        ),
+    )
+    .await
+    .expect("create");
+    let done = wait_for(&api, "iac", 90, |o| {
+        condition(o, "ReportsWritten").is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    let list = reports(&client, &ns)
+        .list(&Default::default())
+        .await
+        .expect("list");
+    let mut names: Vec<String> = list.items.iter().map(|r| r.name_any()).collect();
+    names.sort();
+    assert_eq!(names, ["hss-iac-app-deploy", "hss-iac-web-chart"]);
+    let risks: usize = ["app-deploy", "web-chart"]
+        .iter()
+        .map(|f| sim.iac_file_risks("proj", f).len())
+        .sum();
+    assert!(risks > 0, "seed 11 gives these files risks");
+    for report in &list.items {
+        let file = report.name_any().trim_start_matches("hss-iac-").to_string();
+        let mut counts = [0u64; 4];
+        for r in sim.iac_file_risks("proj", &file) {
+            counts[level_index(r.risk_level)] += 1;
+        }
+        let [high, medium, low, tips] = counts;
+        assert_eq!(report.data["summary"]["fail"], high + medium, "{file}");
+        assert_eq!(report.data["summary"]["warn"], low + tips, "{file}");
+        let results = report.data["results"].as_array().expect("results");
+        assert_eq!(results.len() as u64, high + medium + low + tips, "none cut");
+        for (level, n) in [
+            ("high", high),
+            ("medium", medium),
+            ("low", low),
+            ("info", tips),
+        ] {
+            let got = results.iter().filter(|r| r["severity"] == level).count() as u64;
+            assert_eq!(got, n, "{file}: {level}");
+        }
+        assert!(
+            results
+                .iter()
+                .all(|r| r["properties"]["fileId"] == file.as_str())
+        );
+        assert_eq!(
+            Some(&report.owner_references()[0].uid),
+            done.metadata.uid.as_ref()
+        );
+    }
+    op.stop().await;
+}
