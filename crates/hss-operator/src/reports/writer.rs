@@ -80,7 +80,8 @@ pub fn condition(w: &Result<Written, Error>) -> Option<(bool, &'static str, Stri
                 kind.kind()
             ),
         )),
-        Err(e) => Some((false, "WriteFailed", crate::report_error(e))),
+        Err(e @ Error::Discover(_)) => Some((false, "DiscoveryFailed", crate::report_error(e))),
+        Err(e @ Error::Write(_)) => Some((false, "WriteFailed", crate::report_error(e))),
     }
 }
 
