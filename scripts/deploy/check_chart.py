@@ -22,6 +22,8 @@ SCENARIOS = {
                             "dashboard": {"enabled": True}}},
     "network-policy": {"networkPolicy": {"enabled": True}},
     "tenancy-open": {"tenancy": {"mode": "open"}, "aggregatedRoles": False},
+    "reports-off": {"reports": {"mode": "off"}},
+    "reports-policyreport": {"reports": {"mode": "policyreport", "maxResults": 50}},
     "team-policies": {"tenancy": {"releaseNamespacePolicy": False, "policies": [
         {"name": "team-a", "spec": {"namespaceSelector": {"matchLabels": {"team": "a"}}, "clusterIds": ["c-a1", "c-a2"], "share": 2}},
         {"name": "team-b", "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-b"}}, "iacScan": True, "fileIds": ["f-b1"], "maxUnfinished": 20}},
@@ -196,7 +198,8 @@ def expect_grants(where, got, want):
 
 
 def check_aggregated(where, values, roles):
-    """view reads scans and triggers; edit/admin also write them; nobody gets their status."""
+    """view reads scans, triggers and reports; edit/admin also write scans and triggers; nobody
+    gets their status or writes reports."""
     if bool(roles) != values.get("aggregatedRoles", True):
         fail(where, "aggregated ClusterRoles do not follow aggregatedRoles")
         return
@@ -208,8 +211,16 @@ def check_aggregated(where, values, roles):
     want["admin"] = want["edit"]
     for agg, verbs in want.items():
         got = grants([r for r in roles if agg in to(r)])
-        if got != {k: verbs for k in kinds}:
-            fail(where, f"aggregate-to-{agg} grants {got}, expected {verbs} on {sorted(kinds)} only (no status)")
+        expected = {k: verbs for k in kinds} | {k: {"get", "list", "watch"} for k in report_kinds(values)}
+        if got != expected:
+            fail(where, f"aggregate-to-{agg} grants {got}, expected {expected} only (no status, reports read-only)")
+
+
+def report_kinds(values):
+    """The report kinds reports.mode may write: every aggregated role reads them."""
+    mode = values.get("reports", {}).get("mode", "auto")
+    return [k for m, k in (("openreports", ("openreports.io", "reports")), ("policyreport", ("wgpolicyk8s.io", "policyreports")))
+            if mode in ("auto", m)]
 
 
 def check_tenancy(where, values, by_kind, argv):

@@ -9,7 +9,8 @@
 //! - [`controller`]: the ClusterScanTask controller: submissions, the shared poll, findings,
 //!   finalizers.
 //! - [`triggers`]: the ClusterScanTrigger controller: schedules and cluster events.
-//! - [`findings`]: reading a finished task's findings through the result APIs.
+//! - [`findings`]: reading a finished task's findings through the result APIs; [`reports`]:
+//!   writing them as OpenReports (or wgpolicyk8s.io PolicyReport) objects.
 //! - [`controller_runtime`]: the Kubernetes controller runtime pieces every controller uses (status writes,
 //!   Events, conditions, finalizers, lists, retry); [`lease`]: leader election; [`admin`]: the
 //!   health and metrics server; [`metrics`]: the Prometheus registry, each subsystem's
@@ -28,6 +29,7 @@ pub mod hss_metrics;
 pub mod metrics;
 pub mod operator;
 pub mod permissions;
+pub mod reports;
 pub mod submission;
 pub mod submit;
 pub mod telemetry;

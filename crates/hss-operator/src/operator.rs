@@ -147,6 +147,7 @@ impl RunArgs {
             credentials: credentials.as_ref(),
             policies: self.tenancy.mode == crate::tenancy::Mode::Policy,
             metrics_auth: !self.metrics.metrics_insecure,
+            reports: self.scans.reports.mode.kinds(),
         })
     }
 

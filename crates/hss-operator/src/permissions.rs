@@ -122,6 +122,8 @@ pub struct Settings<'a> {
     pub policies: bool,
     /// `/metrics` behind TokenReview + SubjectAccessReview (unless `--metrics-insecure`).
     pub metrics_auth: bool,
+    /// The report kinds `--reports` may write.
+    pub reports: &'a [crate::reports::Kind],
 }
 
 /// What `run` needs with these settings. Pure.
@@ -137,6 +139,7 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         credentials,
         policies,
         metrics_auth,
+        reports,
     } = *settings;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -166,6 +169,11 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         // An Event is created, and its series patched when it repeats (`controller_runtime::events`).
         for verb in ["create", "patch"] {
             needs.push(need(verb, "events.k8s.io", "events", None, ns.clone()));
+        }
+        // Reports are written by server-side apply only (a patch, creating or replacing);
+        // the garbage collector deletes them with their ClusterScanTask.
+        for kind in reports {
+            needs.push(need("patch", kind.group(), kind.plural(), None, ns.clone()));
         }
         if triggers {
             // Triggers are only read; their status is written through the subresource.

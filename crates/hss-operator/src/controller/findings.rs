@@ -15,7 +15,7 @@ use super::{Context, Error, fair, offload, status, transitions};
 use crate::{
     controller_runtime::conditions,
     crd::{ClusterScanTask, Phase, cluster_scan_task::ResourceResult},
-    findings,
+    findings, reports,
 };
 use hss_client::{
     client::HssClient,
@@ -127,8 +127,8 @@ fn results_cut(obj: &ClusterScanTask) -> bool {
     counted > i64::try_from(st.results.len()).unwrap_or(i64::MAX)
 }
 
-/// What a findings read ends with.
-pub(super) type Outcome = Result<findings::Summary, findings::Error>;
+/// What a findings read ends with: the summary, and what the reports are built from.
+pub(super) type Outcome = Result<(findings::Summary, reports::Rows), findings::Error>;
 
 /// Reads the findings and records them (status, Event, gauges). The read runs outside
 /// reconcile ([`super::offload`]), its calls queued as the object's namespace: this reconcile
@@ -143,9 +143,16 @@ pub(super) async fn read(
         &obj,
         ctx.tenants.share(&obj.namespace().unwrap_or_default()),
     );
+    let max = match ctx.args.reports.mode {
+        reports::Mode::Off => 0,
+        _ => usize::from(ctx.args.reports.report_max_results),
+    };
     let step = ctx.reads.step(&obj, &uid, || {
         let (obj, hss, caches) = (obj.clone(), hss.clone(), ctx.findings.clone());
-        fair::as_caller(caller, async move { read_now(&obj, &hss, &caches).await })
+        fair::as_caller(
+            caller,
+            async move { read_now(&obj, &hss, &caches, max).await },
+        )
     });
     let summary = match step {
         offload::Step::Ready(summary) => summary,
@@ -153,7 +160,7 @@ pub(super) async fn read(
         offload::Step::Running => return Ok(Action::requeue(offload::RECHECK)),
     };
     let t = match summary {
-        Ok(summary) => {
+        Ok((summary, rows)) => {
             let now = jiff::Timestamp::now();
             let ns = obj.namespace().unwrap_or_default();
             ctx.metrics
@@ -162,15 +169,40 @@ pub(super) async fn read(
             ctx.metrics
                 .findings
                 .record_files(&ns, &summary.files, now.as_millisecond());
-            transitions::findings_read(&obj, summary.findings, now)
+            let mut t = transitions::findings_read(&obj, summary.findings, now);
+            // After the read, before its status: the condition says whether they were written.
+            let owner = reports::Owner {
+                name: obj.name_any(),
+                namespace: ns,
+                uid,
+            };
+            let written = ctx.reports.write(&ctx.kube, &owner, &rows).await;
+            if let Some((value, reason, message)) = reports::writer::condition(&written) {
+                conditions::set(
+                    &mut t.status.conditions,
+                    obj.metadata.generation,
+                    status::REPORTS_WRITTEN,
+                    value,
+                    reason,
+                    &message,
+                    now,
+                );
+            }
+            t
         }
         Err(e) => transitions::findings_unavailable(&obj, &e, jiff::Timestamp::now()),
     };
     Ok(ctx.commit(&obj, t).await?.1)
 }
 
-/// The read itself: the task's own clusters or files, through the shared pages.
-async fn read_now(obj: &ClusterScanTask, hss: &HssClient, caches: &findings::Caches) -> Outcome {
+/// The read itself: the task's own clusters or files, through the shared pages; the worst
+/// `max` rows of each kept for the reports.
+async fn read_now(
+    obj: &ClusterScanTask,
+    hss: &HssClient,
+    caches: &findings::Caches,
+    max: usize,
+) -> Outcome {
     // Pages fetched after this task was seen finished may serve it (and the objects that
     // finished with it).
     let not_before = obj
@@ -192,7 +224,14 @@ async fn read_now(obj: &ClusterScanTask, hss: &HssClient, caches: &findings::Cac
                 .await
                 .map(|mut read| {
                     read.incomplete |= cut;
-                    findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now())
+                    let risk_types: Vec<_> = scan_types
+                        .iter()
+                        .filter_map(|s| findings::risk_type(*s))
+                        .collect();
+                    let rows = reports::Rows::clusters(&read, &clusters, &failed, &risk_types, max);
+                    let summary =
+                        findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now());
+                    (summary, rows)
                 })
         }
         TaskType::IacScan => {
@@ -201,7 +240,10 @@ async fn read_now(obj: &ClusterScanTask, hss: &HssClient, caches: &findings::Cac
                 .await
                 .map(|mut read| {
                     read.incomplete |= cut;
-                    findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now())
+                    let rows = reports::Rows::files(&read, &wanted, max);
+                    let summary =
+                        findings::summarize_files(&read, &ids, &failed, jiff::Timestamp::now());
+                    (summary, rows)
                 })
         }
     }

@@ -109,6 +109,9 @@ pub struct ScanArgs {
     #[command(flatten)]
     pub policy: policy::PolicyArgs,
 
+    #[command(flatten)]
+    pub reports: crate::reports::ReportArgs,
+
     /// ConfigMap (NAMESPACE/NAME) that keeps deleted objects' HSS task ids claimed across
     /// restarts, so no unresolved attempt adopts them (see `submission::claims`). Without it
     /// the claims live in memory only. The chart sets it to the release namespace.
@@ -193,6 +196,8 @@ pub struct Context {
     pub findings: Arc<crate::findings::Caches>,
     /// Findings reads running outside reconcile.
     reads: offload::Offload<findings::Outcome>,
+    /// The findings' reports (`--reports`).
+    reports: crate::reports::Writer,
     /// Finished tasks' results reads running outside reconcile.
     results: offload::Offload<tracking::Outcome>,
     /// Unresolved attempts' lookups running outside reconcile.

@@ -122,6 +122,7 @@ pub async fn run(
         "loaded the claims on deleted objects' tasks"
     );
     let fair = super::fair::FairQueue::new(budget_for_queue, poller.waker());
+    let reports = crate::reports::Writer::new(&args.reports);
     let ctx = Arc::new(Context {
         kube: kube.clone(),
         events: events::Events::new(kube.clone(), runtime.instance.clone()),
@@ -142,6 +143,7 @@ pub async fn run(
         tenants,
         fair,
         reads: super::offload::Offload::new(poller.waker()),
+        reports,
         results: super::offload::Offload::new(poller.waker()),
         lookups: super::offload::Offload::new(poller.waker()),
     });

@@ -18,6 +18,8 @@ pub const THROTTLED: &str = "Throttled";
 pub const CREDENTIALS_READY: &str = "CredentialsReady";
 /// Whether a finished cluster scan's findings are in `status.findings`.
 pub const FINDINGS_READ: &str = "FindingsRead";
+/// Whether the reports of the findings (`--reports`) were written; absent with `--reports off`.
+pub const REPORTS_WRITTEN: &str = "ReportsWritten";
 /// True on every final phase (Succeeded, PartiallyFailed, Failed), with the phase as reason:
 /// `kubectl wait --for=condition=Finished` ends on success and failure alike.
 pub const FINISHED: &str = "Finished";

@@ -12,6 +12,7 @@ mod leader;
 mod lease;
 mod metrics_auth;
 mod rbac;
+mod reports;
 mod slots;
 mod tenant;
 mod triggers;

@@ -149,6 +149,12 @@ impl Simulator {
         lock(&self.shared.faults).clear(None);
     }
 
+    /// Every successful risk scan finds exactly `count` risk items from now on (`None`: 0 to
+    /// 6, by the hash), for tests of many findings.
+    pub fn set_risks_per_scan(&self, count: Option<usize>) {
+        write(&self.shared.store).risks_per_scan = count;
+    }
+
     /// Scans of this cluster started from now on fail.
     pub fn fail_cluster(&self, id: &str) {
         write(&self.shared.store).fail_cluster(id, true);

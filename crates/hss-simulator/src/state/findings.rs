@@ -50,12 +50,29 @@ fn digest(seed: u64, cluster_id: &str, what: &str) -> [u8; 32] {
 
 /// The risk items a successful `risk_type` scan of `cluster_id` finds under `seed`: 0 to 6
 /// items, each with a level, category and affected-resource count fixed by the hash.
+#[cfg(test)]
 pub fn risks(seed: u64, cluster_id: &str, risk_type: RiskType, scan_ms: i64) -> Vec<ClusterRisk> {
+    risks_n(seed, cluster_id, risk_type, scan_ms, None)
+}
+
+/// [`risks`], with exactly `count` items when given (every item past the sixth hashed on its
+/// own), for tests of many findings.
+pub fn risks_n(
+    seed: u64,
+    cluster_id: &str,
+    risk_type: RiskType,
+    scan_ms: i64,
+    count: Option<usize>,
+) -> Vec<ClusterRisk> {
     let d = digest(seed, cluster_id, risk_type.as_str());
-    let n = usize::from(d[0] % 7);
+    let n = count.unwrap_or(usize::from(d[0] % 7));
     (0..n)
         .map(|i| {
-            let b = d[1 + i * 3..4 + i * 3].to_vec();
+            let b = if i < 9 {
+                d[1 + i * 3..4 + i * 3].to_vec()
+            } else {
+                digest(seed, cluster_id, &format!("{}#{i}", risk_type.as_str()))[..3].to_vec()
+            };
             let (name, category) = CATALOGUE[usize::from(b[0]) % CATALOGUE.len()];
             ClusterRisk {
                 risk_id: Some(format!(
@@ -166,7 +183,9 @@ impl Store {
     ) -> Vec<ClusterRisk> {
         self.last_scans(project, risk_scan_type(risk_type), now)
             .into_iter()
-            .flat_map(|(cluster, ms)| risks(self.seed, &cluster, risk_type, ms))
+            .flat_map(|(cluster, ms)| {
+                risks_n(self.seed, &cluster, risk_type, ms, self.risks_per_scan)
+            })
             .collect()
     }
 

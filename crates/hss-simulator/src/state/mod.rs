@@ -311,6 +311,8 @@ pub(crate) fn task_id(seed: u64, seq: u64) -> String {
 
 pub(crate) struct Store {
     seed: u64,
+    /// Risk items every successful risk scan finds (`None`: 0 to 6, by the hash).
+    pub(crate) risks_per_scan: Option<usize>,
     run_after: Duration,
     finish_after: Duration,
     pub(crate) clock: Clock,
@@ -331,6 +333,7 @@ impl Store {
     ) -> Self {
         Self {
             seed,
+            risks_per_scan: None,
             run_after,
             // A task cannot finish before it starts.
             finish_after: finish_after.max(run_after),

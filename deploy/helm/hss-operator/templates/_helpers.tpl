@@ -130,6 +130,25 @@ reads one back by name after a conflict and deletes old ones.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- include "hss-operator.reportRules" (dict "verbs" (list "patch") "Values" .Values) }}
+{{- end }}
+
+{{/*
+The report kinds reports.mode may write, with the given verbs: the operator applies them
+(server-side apply is a patch); the view role reads them.
+*/}}
+{{- define "hss-operator.reportRules" -}}
+{{- $mode := .Values.reports.mode }}
+{{- if or (eq $mode "auto") (eq $mode "openreports") }}
+- apiGroups: ["openreports.io"]
+  resources: ["reports"]
+  verbs: [{{ range $i, $v := .verbs }}{{ if $i }}, {{ end }}{{ $v | quote }}{{ end }}]
+{{- end }}
+{{- if or (eq $mode "auto") (eq $mode "policyreport") }}
+- apiGroups: ["wgpolicyk8s.io"]
+  resources: ["policyreports"]
+  verbs: [{{ range $i, $v := .verbs }}{{ if $i }}, {{ end }}{{ $v | quote }}{{ end }}]
+{{- end }}
 {{- end }}
 
 {{/*
