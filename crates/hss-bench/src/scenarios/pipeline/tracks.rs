@@ -25,6 +25,8 @@ pub struct Track {
     /// First seen with an attempt record (`phase: Submitting`).
     pub recorded: Option<Instant>,
     pub task_id: Option<Instant>,
+    /// First seen with `Throttled=True` (it waits in the fair queue, or at its namespace's cap).
+    pub throttled: Option<Instant>,
     pub succeeded: Option<Instant>,
     last_progress: Option<String>,
     /// The phase of the latest copy seen.
@@ -43,6 +45,15 @@ impl Track {
         }
         if self.recorded.is_none() && st.and_then(|s| s.phase) == Some(Phase::Submitting) {
             self.recorded = Some(now);
+        }
+        if self.throttled.is_none()
+            && st.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Throttled" && c.status == "True")
+            })
+        {
+            self.throttled = Some(now);
         }
         if self.task_id.is_none() && st.and_then(|s| s.task_id.as_ref()).is_some() {
             self.task_id = Some(now);
