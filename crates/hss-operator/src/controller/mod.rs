@@ -202,6 +202,9 @@ pub struct Context {
     results: offload::Offload<tracking::Outcome>,
     /// Unresolved attempts' lookups running outside reconcile.
     lookups: offload::Offload<Result<Lookup, hss_client::Error>>,
+    /// Named adoptions (`hss.scanops.dev/adopt-task`) running outside reconcile, with why a
+    /// task was refused.
+    named: offload::Offload<(Result<Lookup, hss_client::Error>, Option<String>)>,
     /// Cached copies this process's own writes replaced: not acted on.
     superseded: crate::controller_runtime::superseded::Superseded,
     /// What each namespace may do with the operator's credentials.

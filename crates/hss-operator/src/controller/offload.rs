@@ -3,7 +3,8 @@
 //! namespace, [`super::fair`]), and when it ends it wakes the object, whose next reconcile
 //! takes the outcome and writes it.
 //!
-//! Reads go this way (findings, a finished task's results, an unresolved attempt's lookup):
+//! Reads go this way (findings, a finished task's results, an unresolved attempt's lookup or
+//! named adoption):
 //! work whose outcome can be dropped and redone without harm (a lookup's candidate is
 //! remembered by the ledger when it is assigned, so even a dropped outcome is not lost).
 //! CreateTask stays in reconcile, where its order with the status writes is what makes it
@@ -25,6 +26,8 @@
 //! # Caveats
 //! - In memory: a restart loses running jobs and unclaimed outcomes; the next reconcile starts
 //!   the read again (a read costs budget, never correctness).
+//! - Deletion's own lookup (an object deleted while its attempt is unresolved) still runs in
+//!   reconcile, bounded by `--cleanup-timeout`: the finalizer must not go before it ends.
 
 use std::{
     collections::HashMap,

@@ -146,6 +146,7 @@ pub async fn run(
         reports,
         results: super::offload::Offload::new(poller.waker()),
         lookups: super::offload::Offload::new(poller.waker()),
+        named: super::offload::Offload::new(poller.waker()),
     });
 
     // The poller's triggers go to the controller of the object's namespace.

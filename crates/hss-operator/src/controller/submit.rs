@@ -223,6 +223,12 @@ pub(super) async fn resolve_attempt(
         .map(|t| format!("{uid}@{}", millis(t)))
         .unwrap_or_else(|| uid.clone());
     let finished = ctx.lookups.take(&job);
+    // A named adoption (hss.scanops.dev/adopt-task) that ended: its outcome first, likewise.
+    if let Some(WayOut::Adopt(task_id)) = transitions::way_out(&obj)
+        && let Some((found, refusal)) = ctx.named.take(&format!("{job}#{task_id}"))
+    {
+        return named_adopted(obj, ctx, hss, &task_id, found, refusal).await;
+    }
     if finished.is_none()
         && let Some(task_id) = ctx.ledger.remembered(&uid)
     {
@@ -236,6 +242,7 @@ pub(super) async fn resolve_attempt(
     match transitions::way_out(&obj) {
         Some(WayOut::Resubmit) => {
             ctx.lookups.cancel(&uid);
+            ctx.named.cancel(&uid);
             return Ok(ctx
                 .commit(&obj, transitions::resubmitted(&obj, now))
                 .await?
@@ -246,7 +253,7 @@ pub(super) async fn resolve_attempt(
             if transitions::unresolved_for(&obj, now)
                 .is_some_and(|age| age >= ctx.args.unresolved_after) =>
         {
-            return adopt_named(obj, ctx, hss, req, &task_id, millis(&started)).await;
+            return adopt_named(obj, ctx, hss, req, &task_id, &job, millis(&started)).await;
         }
         Some(WayOut::Adopt(_)) => {}
         None => {}
@@ -322,25 +329,56 @@ async fn adopt_named(
     hss: &HssClient,
     req: &CreateTaskRequest,
     task_id: &str,
+    job: &str,
     started_at_ms: i64,
 ) -> Result<Action, Error> {
-    let uid = Context::uid(&obj);
-    let mut refusal = None;
-    let found = ctx
-        .ledger
-        .adopt(&uid, &scope_of(hss), ctx.owned_task_ids(&obj), |claimed| {
-            let refusal = &mut refusal;
-            async move {
-                match resolve::named(hss, req, task_id, started_at_ms, &claimed).await? {
-                    Ok(task) => Ok(Lookup::Candidates(vec![task])),
-                    Err(why) => {
-                        *refusal = Some(why);
-                        Ok(Lookup::Inconclusive)
+    // Like a lookup, outside reconcile: its ListTasks and ListTaskResources calls hold nothing.
+    let caller = fair::Caller::of(
+        &obj,
+        ctx.tenants.share(&obj.namespace().unwrap_or_default()),
+    );
+    let (ledger, client, req) = (ctx.ledger.clone(), hss.clone(), req.clone());
+    let (scope, owned) = (scope_of(hss), ctx.owned_task_ids(&obj));
+    let (uid, named) = (Context::uid(&obj), task_id.to_string());
+    let step = ctx.named.step(&obj, &format!("{job}#{task_id}"), || {
+        fair::as_caller(caller, async move {
+            let mut refusal = None;
+            let found = ledger
+                .adopt(&uid, &scope, owned, |claimed| {
+                    let refusal = &mut refusal;
+                    async move {
+                        match resolve::named(&client, &req, &named, started_at_ms, &claimed).await?
+                        {
+                            Ok(task) => Ok(Lookup::Candidates(vec![task])),
+                            Err(why) => {
+                                *refusal = Some(why);
+                                Ok(Lookup::Inconclusive)
+                            }
+                        }
                     }
-                }
-            }
+                })
+                .await;
+            (found, refusal)
         })
-        .await;
+    });
+    match step {
+        offload::Step::Ready((found, refusal)) => {
+            named_adopted(obj, ctx, hss, task_id, found, refusal).await
+        }
+        // Woken when it ends; the requeue only covers a lost wake-up.
+        offload::Step::Running => Ok(Action::requeue(offload::RECHECK)),
+    }
+}
+
+/// What a named adoption found: the task (followed), or why not.
+async fn named_adopted(
+    obj: Arc<ClusterScanTask>,
+    ctx: &Context,
+    hss: &HssClient,
+    task_id: &str,
+    found: Result<Lookup, hss_client::Error>,
+    refusal: Option<String>,
+) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
     let retry = ctx.args.lookup_settle.max(Duration::from_secs(5));
     match found {
@@ -368,6 +406,7 @@ pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<
     ctx.reads.cancel(&uid);
     ctx.results.cancel(&uid);
     ctx.lookups.cancel(&uid);
+    ctx.named.cancel(&uid);
     if ctx.namespace_cap(&obj).await?.is_some() {
         ctx.wake_next_waiter(&obj);
     }
