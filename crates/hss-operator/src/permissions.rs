@@ -124,6 +124,9 @@ pub struct Settings<'a> {
     pub metrics_auth: bool,
     /// The report kinds `--reports` may write.
     pub reports: &'a [crate::reports::Kind],
+    /// `--self-cluster-id`: reports are also written in affected namespaces, and listed and
+    /// deleted there (they carry no ownerReference).
+    pub namespaced_reports: bool,
 }
 
 /// What `run` needs with these settings. Pure.
@@ -140,6 +143,7 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         policies,
         metrics_auth,
         reports,
+        namespaced_reports,
     } = *settings;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -174,6 +178,11 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         // the garbage collector deletes them with their ClusterScanTask.
         for kind in reports {
             needs.push(need("patch", kind.group(), kind.plural(), None, ns.clone()));
+            if namespaced_reports {
+                for verb in ["list", "delete"] {
+                    needs.push(need(verb, kind.group(), kind.plural(), None, ns.clone()));
+                }
+            }
         }
         if triggers {
             // Triggers are only read; their status is written through the subresource.
