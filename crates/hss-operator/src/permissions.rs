@@ -459,4 +459,43 @@ mod tests {
             "get leases.coordination.k8s.io named hss-operator in namespace hss-system"
         );
     }
+
+    #[test]
+    fn reports_in_affected_namespaces_add_list_and_delete_only_with_a_self_cluster() {
+        let kinds = [crate::reports::Kind::OpenReports];
+        let verbs = |namespaced_reports: bool, namespaces: &[String]| {
+            let mut v: Vec<(&str, Option<String>)> = required(&Settings {
+                namespaces,
+                reports: &kinds,
+                namespaced_reports,
+                ..Default::default()
+            })
+            .into_iter()
+            .filter(|n| n.resource == "reports")
+            .map(|n| (n.verb, n.namespace.clone()))
+            .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            verbs(false, &[]),
+            [("patch", None)],
+            "own reports: apply only"
+        );
+        assert_eq!(
+            verbs(true, &[]),
+            [("delete", None), ("list", None), ("patch", None)],
+            "all namespaces: cluster-wide"
+        );
+        let shop = Some("shop".to_string());
+        assert_eq!(
+            verbs(true, &["shop".into()]),
+            [
+                ("delete", shop.clone()),
+                ("list", shop.clone()),
+                ("patch", shop)
+            ],
+            "watched namespaces: each of them"
+        );
+    }
 }

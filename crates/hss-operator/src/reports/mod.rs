@@ -21,6 +21,11 @@
 //! `--report-max-results` results, worst first, and at most [`MAX_BYTES`] of JSON whatever the
 //! server's strings hold; each string HSS sent is cut to a bound ([`build`]).
 //!
+//! With `--self-cluster-id`, a scan of the operator's own cluster also names the resources its
+//! worst risks affect and writes one report per affected watched namespace, labelled with the
+//! scan's uid instead of owned ([`affected`]); those are replaced at each write of the scan's
+//! reports (a namespace no longer affected loses its report) and deleted by its finalizer.
+//!
 //! Assumptions: the report CRDs are the consumers' to install (Kyverno's or Policy Reporter's
 //! charts, or the reports-api release); the operator never installs or changes them.
 //!
@@ -29,8 +34,9 @@
 //! A ClusterScanTask's reports describe its own scan; HSS keeps only the latest findings per
 //! cluster, as `status.findings` says.
 //!
-//! Errors: [`Error::Discover`] (asking the API server which kinds it serves) and
-//! [`Error::Write`] (the apply).
+//! Errors: [`Error::Discover`] (asking the API server which kinds it serves),
+//! [`Error::Write`] (the apply) and [`Error::Prune`] (listing or deleting a scan's namespaced
+//! reports).
 
 pub mod affected;
 mod build;
