@@ -256,10 +256,12 @@ mod tests {
     #[test]
     fn a_namespace_sees_at_most_twenty_of_its_own_resources_and_none_of_anothers() {
         let mut resources: Vec<Resource> = (0..30)
-            .map(|i| resource_of(&res(Some("shop"), "Deployment", &format!("d{i}"))).unwrap())
+            .map(|i| {
+                resource_of(&res(Some("shop"), "Deployment", &format!("d{i}"))).expect("named")
+            })
             .collect();
-        resources.push(resource_of(&res(Some("payments"), "Deployment", "pay")).unwrap());
-        resources.push(resource_of(&res(None, "Namespace", "shop")).unwrap());
+        resources.push(resource_of(&res(Some("payments"), "Deployment", "pay")).expect("named"));
+        resources.push(resource_of(&res(None, "Namespace", "shop")).expect("named"));
         let a = Affected {
             total: 40,
             resources,

@@ -418,7 +418,15 @@ fn each_affected_namespace_gets_a_report_of_its_own_risks_naming_only_its_resour
     let all = namespaced(Kind::OpenReports, &owner(), &rows, 200, |_| true);
     let by_ns: std::collections::BTreeMap<String, &serde_json::Value> = all
         .iter()
-        .map(|r| (r["metadata"]["namespace"].as_str().unwrap().to_string(), r))
+        .map(|r| {
+            (
+                r["metadata"]["namespace"]
+                    .as_str()
+                    .expect("json")
+                    .to_string(),
+                r,
+            )
+        })
         .collect();
     assert_eq!(
         by_ns.keys().collect::<Vec<_>>(),
@@ -428,9 +436,9 @@ fn each_affected_namespace_gets_a_report_of_its_own_risks_naming_only_its_resour
     let shop = by_ns["shop"];
     let rules: Vec<&str> = shop["results"]
         .as_array()
-        .unwrap()
+        .expect("json")
         .iter()
-        .map(|r| r["rule"].as_str().unwrap())
+        .map(|r| r["rule"].as_str().expect("json"))
         .collect();
     assert_eq!(rules, ["r-0", "r-1"], "high first");
     let names = named(shop);
