@@ -24,6 +24,8 @@ SCENARIOS = {
     "tenancy-open": {"tenancy": {"mode": "open"}, "aggregatedRoles": False},
     "reports-off": {"reports": {"mode": "off"}},
     "reports-policyreport": {"reports": {"mode": "policyreport", "maxResults": 50}},
+    "self-cluster": {"reports": {"selfClusterId": "c-self", "affectedMaxRisks": 5}},
+    "self-cluster-watched": {"reports": {"selfClusterId": "c-self"}, "watchNamespaces": ["team-a", "shop"]},
     "team-policies": {"tenancy": {"releaseNamespacePolicy": False, "policies": [
         {"name": "team-a", "spec": {"namespaceSelector": {"matchLabels": {"team": "a"}}, "clusterIds": ["c-a1", "c-a2"], "share": 2}},
         {"name": "team-b", "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-b"}}, "iacScan": True, "fileIds": ["f-b1"], "maxUnfinished": 20}},

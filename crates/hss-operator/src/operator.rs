@@ -148,6 +148,12 @@ impl RunArgs {
             policies: self.tenancy.mode == crate::tenancy::Mode::Policy,
             metrics_auth: !self.metrics.metrics_insecure,
             reports: self.scans.reports.mode.kinds(),
+            namespaced_reports: self
+                .scans
+                .reports
+                .self_cluster_id
+                .as_ref()
+                .is_some_and(|id| !id.is_empty()),
         })
     }
 

@@ -124,6 +124,9 @@ pub struct Settings<'a> {
     pub metrics_auth: bool,
     /// The report kinds `--reports` may write.
     pub reports: &'a [crate::reports::Kind],
+    /// `--self-cluster-id`: reports are also written in affected namespaces, and listed and
+    /// deleted there (they carry no ownerReference).
+    pub namespaced_reports: bool,
 }
 
 /// What `run` needs with these settings. Pure.
@@ -140,6 +143,7 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         policies,
         metrics_auth,
         reports,
+        namespaced_reports,
     } = *settings;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -174,6 +178,11 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         // the garbage collector deletes them with their ClusterScanTask.
         for kind in reports {
             needs.push(need("patch", kind.group(), kind.plural(), None, ns.clone()));
+            if namespaced_reports {
+                for verb in ["list", "delete"] {
+                    needs.push(need(verb, kind.group(), kind.plural(), None, ns.clone()));
+                }
+            }
         }
         if triggers {
             // Triggers are only read; their status is written through the subresource.
@@ -448,6 +457,45 @@ mod tests {
         assert_eq!(
             leases[1].to_string(),
             "get leases.coordination.k8s.io named hss-operator in namespace hss-system"
+        );
+    }
+
+    #[test]
+    fn reports_in_affected_namespaces_add_list_and_delete_only_with_a_self_cluster() {
+        let kinds = [crate::reports::Kind::OpenReports];
+        let verbs = |namespaced_reports: bool, namespaces: &[String]| {
+            let mut v: Vec<(&str, Option<String>)> = required(&Settings {
+                namespaces,
+                reports: &kinds,
+                namespaced_reports,
+                ..Default::default()
+            })
+            .into_iter()
+            .filter(|n| n.resource == "reports")
+            .map(|n| (n.verb, n.namespace.clone()))
+            .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            verbs(false, &[]),
+            [("patch", None)],
+            "own reports: apply only"
+        );
+        assert_eq!(
+            verbs(true, &[]),
+            [("delete", None), ("list", None), ("patch", None)],
+            "all namespaces: cluster-wide"
+        );
+        let shop = Some("shop".to_string());
+        assert_eq!(
+            verbs(true, &["shop".into()]),
+            [
+                ("delete", shop.clone()),
+                ("list", shop.clone()),
+                ("patch", shop)
+            ],
+            "watched namespaces: each of them"
         );
     }
 }

@@ -147,12 +147,12 @@ pub(super) async fn read(
         reports::Mode::Off => 0,
         _ => usize::from(ctx.args.reports.report_max_results),
     };
+    let affect = affect(&obj, ctx, max).await;
     let step = ctx.reads.step(&obj, &uid, || {
         let (obj, hss, caches) = (obj.clone(), hss.clone(), ctx.findings.clone());
-        fair::as_caller(
-            caller,
-            async move { read_now(&obj, &hss, &caches, max).await },
-        )
+        fair::as_caller(caller, async move {
+            read_now(&obj, &hss, &caches, max, affect.as_ref()).await
+        })
     });
     let summary = match step {
         offload::Step::Ready(summary) => summary,
@@ -195,13 +195,39 @@ pub(super) async fn read(
     Ok(ctx.commit(&obj, t).await?.1)
 }
 
+/// The self cluster and how many of its risks to look up ([`reports::affected`]), when a
+/// cluster_scan's reports are written, `--self-cluster-id` is set and, under `--tenancy
+/// policy`, a policy selecting the object's namespace grants that cluster.
+async fn affect(obj: &ClusterScanTask, ctx: &Context, max: usize) -> Option<(String, usize)> {
+    let args = &ctx.args.reports;
+    let id = args.self_cluster_id.as_ref().filter(|id| !id.is_empty())?;
+    if max == 0 || args.affected_max_risks == 0 || obj.spec.task_type != TaskType::ClusterScan {
+        return None;
+    }
+    match ctx
+        .tenants
+        .grant(&obj.namespace().unwrap_or_default())
+        .await
+    {
+        Ok(grant) => reports::affected::granted(grant.as_ref().map(Option::as_ref), id)
+            .then(|| (id.clone(), usize::from(args.affected_max_risks))),
+        Err(e) => {
+            tracing::warn!(category = e.category(), error = %crate::report_error(&e),
+                "affected resources not looked up: the namespace's grant could not be read");
+            None
+        }
+    }
+}
+
 /// The read itself: the task's own clusters or files, through the shared pages; the worst
-/// `max` rows of each kept for the reports.
+/// `max` rows of each kept for the reports, and the self cluster's affected resources
+/// looked up (`affect`).
 async fn read_now(
     obj: &ClusterScanTask,
     hss: &HssClient,
     caches: &findings::Caches,
     max: usize,
+    affect: Option<&(String, usize)>,
 ) -> Outcome {
     // Pages fetched after this task was seen finished may serve it (and the objects that
     // finished with it).
@@ -220,19 +246,22 @@ async fn read_now(
                 .map(|c| c.scan_types.clone())
                 .unwrap_or_default();
             let (clusters, failed, cut) = scope(obj);
-            findings::read(hss, &scan_types, &clusters, Some(shared))
-                .await
-                .map(|mut read| {
-                    read.incomplete |= cut;
-                    let risk_types: Vec<_> = scan_types
-                        .iter()
-                        .filter_map(|s| findings::risk_type(*s))
-                        .collect();
-                    let rows = reports::Rows::clusters(&read, &clusters, &failed, &risk_types, max);
-                    let summary =
-                        findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now());
-                    (summary, rows)
-                })
+            let mut read = findings::read(hss, &scan_types, &clusters, Some(shared)).await?;
+            read.incomplete |= cut;
+            let risk_types: Vec<_> = scan_types
+                .iter()
+                .filter_map(|s| findings::risk_type(*s))
+                .collect();
+            let mut rows = reports::Rows::clusters(&read, &clusters, &failed, &risk_types, max);
+            let summary = findings::summarize(&read, &clusters, &failed, jiff::Timestamp::now());
+            // Only when this scan covered the self cluster (its group exists).
+            if let Some((id, max_risks)) = affect
+                && let Some(group) = rows.cluster_mut(id)
+            {
+                reports::affected::look_up(hss, id, &mut group.rows, *max_risks).await;
+                rows.affected = true;
+            }
+            Ok((summary, rows))
         }
         TaskType::IacScan => {
             let (ids, failed, wanted, cut) = files(obj);

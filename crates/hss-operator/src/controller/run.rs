@@ -74,6 +74,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let fail_points = runtime.fail_points.clone();
+    // Namespaced reports are written in the watched namespaces only (all: None).
+    let watched: Option<Vec<String>> = scopes.iter().cloned().collect();
     let (poller, poll_triggers) = Poller::new(args.poll_interval, args.task_lost_after);
     let budget = args.hss.budget();
     let budget_for_queue = budget.clone();
@@ -122,7 +124,7 @@ pub async fn run(
         "loaded the claims on deleted objects' tasks"
     );
     let fair = super::fair::FairQueue::new(budget_for_queue, poller.waker());
-    let reports = crate::reports::Writer::new(&args.reports);
+    let reports = crate::reports::Writer::new(&args.reports, watched);
     let ctx = Arc::new(Context {
         kube: kube.clone(),
         events: events::Events::new(kube.clone(), runtime.instance.clone()),

@@ -407,6 +407,21 @@ pub(super) async fn cleanup(obj: Arc<ClusterScanTask>, ctx: &Context) -> Result<
     ctx.results.cancel(&uid);
     ctx.lookups.cancel(&uid);
     ctx.named.cancel(&uid);
+    // Namespaced reports carry no ownerReference: deleted here (best effort, with a Warning).
+    if ctx.args.reports.self_cluster_id.is_some()
+        && let Err(e) = ctx.reports.delete_namespaced(&ctx.kube, &uid).await
+    {
+        let message = format!(
+            "the Reports this scan wrote in other namespaces (label {}={uid}) could not be deleted ({}); delete them by that label",
+            crate::reports::affected::SCAN_UID,
+            crate::report_error(&e)
+        );
+        ctx.event(
+            &obj,
+            events::warning("ReportsNotDeleted", "Delete", &message),
+        )
+        .await;
+    }
     if ctx.namespace_cap(&obj).await?.is_some() {
         ctx.wake_next_waiter(&obj);
     }

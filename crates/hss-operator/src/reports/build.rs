@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Kind;
+use super::affected::{self, Affected, SCAN_UID};
 use crate::findings::Read;
 use hss_client::{
     results::{ClusterRisk, IacRisk, RiskLevel, RiskType},
@@ -48,6 +49,8 @@ pub struct Row {
     pub remediation: Option<String>,
     /// The IaC rule (iac_scan).
     pub rule_id: Option<String>,
+    /// The resources it affects, when looked up ([`affected`]).
+    pub affected: Option<Affected>,
 }
 
 /// The findings of one cluster or file: full counts, the worst rows.
@@ -108,6 +111,9 @@ impl Group {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Rows {
     pub groups: Vec<Group>,
+    /// Affected resources were looked up ([`affected`]): the namespaced reports of the scan
+    /// are replaced (and those of namespaces no longer affected deleted).
+    pub affected: bool,
 }
 
 fn cluster_row(rt: RiskType, r: &ClusterRisk) -> Row {
@@ -122,6 +128,7 @@ fn cluster_row(rt: RiskType, r: &ClusterRisk) -> Row {
         description: bounded_opt(r.description.as_deref(), MESSAGE),
         remediation: bounded_opt(r.remediation.as_deref(), REMEDIATION),
         rule_id: None,
+        affected: None,
     }
 }
 
@@ -137,6 +144,7 @@ fn file_row(r: &IacRisk) -> Row {
         description: bounded_opt(r.description.as_deref(), MESSAGE),
         remediation: bounded_opt(r.remediation.as_deref(), REMEDIATION),
         rule_id: bounded_opt(r.rule_id.as_deref(), NAME),
+        affected: None,
     }
 }
 
@@ -181,7 +189,18 @@ impl Rows {
         for g in &mut groups {
             g.keep_worst(max);
         }
-        Self { groups }
+        Self {
+            groups,
+            affected: false,
+        }
+    }
+
+    /// The group of cluster `id`.
+    pub fn cluster_mut(&mut self, id: &str) -> Option<&mut Group> {
+        let key = bounded(id, NAME);
+        self.groups
+            .iter_mut()
+            .find(|g| g.subject == Subject::Cluster && g.id == key)
     }
 
     /// An iac_scan's rows: one group per file of `files`, the worst `max` rows of each kept.
@@ -201,7 +220,10 @@ impl Rows {
         for g in &mut groups {
             g.keep_worst(max);
         }
-        Self { groups }
+        Self {
+            groups,
+            affected: false,
+        }
     }
 }
 
@@ -260,7 +282,8 @@ fn time_of(ms: i64) -> Option<jiff::Timestamp> {
     jiff::Timestamp::from_millisecond(ms).ok()
 }
 
-fn result(group: &Group, row: &Row) -> Value {
+/// The result of `row`, naming the affected resources of namespace `ns` only.
+fn result(group: &Group, row: &Row, ns: &str) -> Value {
     let mut props = Map::new();
     let mut prop = |k: &str, v: String| {
         props.insert(k.to_string(), Value::String(v));
@@ -302,16 +325,24 @@ fn result(group: &Group, row: &Row) -> Value {
     if let Some(t) = row.last_scan_ms.and_then(time_of) {
         out["timestamp"] = json!({"seconds": t.as_second(), "nanos": 0});
     }
+    if let Some(a) = &row.affected {
+        let named = a.named_in(ns);
+        out["properties"]["affectedResources"] = json!(a.total.to_string());
+        out["properties"]["affectedNamed"] = json!(named.len().to_string());
+        if !named.is_empty() {
+            out["resources"] = Value::Array(named.into_iter().map(affected::reference).collect());
+        }
+    }
     out
 }
 
-/// The report of `group` as `kind`, owned by `owner`: at most `max_results` results, worst
-/// first, within [`MAX_BYTES`]; the summary counts every finding of the group.
-pub fn build(kind: Kind, owner: &Owner, group: &Group, max_results: usize) -> Value {
+/// The results of `group` naming resources of `ns`, at most `max_results` and within the
+/// bytes left.
+fn results(group: &Group, ns: &str, max_results: usize) -> Vec<Value> {
     let mut results = Vec::new();
     let mut bytes = 0usize;
     for row in group.rows.iter().take(max_results) {
-        let r = result(group, row);
+        let r = result(group, row, ns);
         let size = serde_json::to_vec(&r).map_or(usize::MAX, |v| v.len() + 1);
         if bytes.saturating_add(size) > MAX_BYTES - OVERHEAD {
             break;
@@ -319,6 +350,13 @@ pub fn build(kind: Kind, owner: &Owner, group: &Group, max_results: usize) -> Va
         bytes += size;
         results.push(r);
     }
+    results
+}
+
+/// The report of `group` as `kind`, owned by `owner`: at most `max_results` results, worst
+/// first, within [`MAX_BYTES`]; the summary counts every finding of the group.
+pub fn build(kind: Kind, owner: &Owner, group: &Group, max_results: usize) -> Value {
+    let results = results(group, &owner.namespace, max_results);
     let (fail, warn) = group.fail_warn();
     let [high, medium, low, tips] = group.counts;
     let subject = match group.subject {
@@ -356,4 +394,77 @@ pub fn build(kind: Kind, owner: &Owner, group: &Group, max_results: usize) -> Va
         report["configuration"] = json!({"limits": {"maxResults": max_results}});
     }
     report
+}
+
+/// The report of `group` in namespace `ns`: its risks that affect resources of `ns`, naming
+/// only those; labelled with the scan's uid, no ownerReference (it cannot cross namespaces).
+/// None when no risk affects `ns`.
+pub fn build_namespaced(
+    kind: Kind,
+    owner: &Owner,
+    group: &Group,
+    ns: &str,
+    max_results: usize,
+) -> Option<Value> {
+    let mut here = Group::new(group.subject, &group.id);
+    here.cluster_name = group.cluster_name.clone();
+    for row in &group.rows {
+        if row
+            .affected
+            .as_ref()
+            .is_some_and(|a| !a.named_in(ns).is_empty())
+        {
+            here.add(row.clone());
+        }
+    }
+    if here.rows.is_empty() {
+        return None;
+    }
+    let results = results(&here, ns, max_results);
+    let (fail, warn) = here.fail_warn();
+    let mut report = json!({
+        "apiVersion": kind.api_version(),
+        "kind": kind.kind(),
+        "metadata": {
+            "name": report_name(&format!("{}-{}", owner.namespace, owner.name), &group.id),
+            "namespace": ns,
+            "labels": {
+                "app.kubernetes.io/managed-by": "hss-operator",
+                "hss.scanops.dev/subject": "namespace",
+                SCAN_UID: owner.uid,
+            },
+            "annotations": {
+                "hss.scanops.dev/scan": format!("{}/{}", owner.namespace, owner.name),
+                "hss.scanops.dev/results": format!("{} of {}", results.len(), fail + warn),
+            },
+        },
+        "summary": {"pass": 0, "fail": fail, "warn": warn, "error": 0, "skip": 0},
+        "results": results,
+    });
+    if kind == Kind::OpenReports {
+        report["source"] = json!(SOURCE);
+        report["configuration"] = json!({"limits": {"maxResults": max_results}});
+    }
+    Some(report)
+}
+
+/// The namespaced reports of `rows`: one per namespace its looked-up risks affect, in the
+/// namespaces `may_write` allows, but none in the owner's (its own report names them).
+pub fn namespaced(
+    kind: Kind,
+    owner: &Owner,
+    rows: &Rows,
+    max_results: usize,
+    may_write: impl Fn(&str) -> bool,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for group in &rows.groups {
+        for ns in affected::namespaces(&group.rows) {
+            if ns == owner.namespace || !may_write(&ns) {
+                continue;
+            }
+            out.extend(build_namespaced(kind, owner, group, &ns, max_results));
+        }
+    }
+    out
 }

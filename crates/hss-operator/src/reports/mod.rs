@@ -21,6 +21,11 @@
 //! `--report-max-results` results, worst first, and at most [`MAX_BYTES`] of JSON whatever the
 //! server's strings hold; each string HSS sent is cut to a bound ([`build`]).
 //!
+//! With `--self-cluster-id`, a scan of the operator's own cluster also names the resources its
+//! worst risks affect and writes one report per affected watched namespace, labelled with the
+//! scan's uid instead of owned ([`affected`]); those are replaced at each write of the scan's
+//! reports (a namespace no longer affected loses its report) and deleted by its finalizer.
+//!
 //! Assumptions: the report CRDs are the consumers' to install (Kyverno's or Policy Reporter's
 //! charts, or the reports-api release); the operator never installs or changes them.
 //!
@@ -29,14 +34,17 @@
 //! A ClusterScanTask's reports describe its own scan; HSS keeps only the latest findings per
 //! cluster, as `status.findings` says.
 //!
-//! Errors: [`Error::Discover`] (asking the API server which kinds it serves) and
-//! [`Error::Write`] (the apply).
+//! Errors: [`Error::Discover`] (asking the API server which kinds it serves),
+//! [`Error::Write`] (the apply) and [`Error::Prune`] (listing or deleting a scan's namespaced
+//! reports).
 
+pub mod affected;
 mod build;
 pub mod writer;
 
 pub use build::{
-    Group, MAX_BYTES, Owner, Row, Rows, Subject, build, report_name, result_of, severity_of,
+    Group, MAX_BYTES, Owner, Row, Rows, Subject, build, build_namespaced, namespaced, report_name,
+    result_of, severity_of,
 };
 pub use writer::{Writer, Written};
 
@@ -122,6 +130,18 @@ pub struct ReportArgs {
     #[arg(long, env = "HSS_REPORT_MAX_RESULTS", default_value_t = 200,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub report_max_results: u16,
+
+    /// The HSS id of the cluster the operator runs in. A finished scan of it has the
+    /// resources its worst risks affect looked up: named in its results, and one Report per
+    /// affected namespace in that namespace (see `reports::affected`).
+    #[arg(long, env = "HSS_SELF_CLUSTER_ID")]
+    pub self_cluster_id: Option<String>,
+
+    /// Most risks of the self cluster looked up per scan, the worst first (one
+    /// ListClusterRiskAffectResources call each). 0: none.
+    #[arg(long, env = "HSS_AFFECTED_MAX_RISKS", default_value_t = 20,
+          value_parser = clap::value_parser!(u16).range(0..=200))]
+    pub affected_max_risks: u16,
 }
 
 impl Default for ReportArgs {
@@ -129,6 +149,8 @@ impl Default for ReportArgs {
         Self {
             mode: Mode::Auto,
             report_max_results: 200,
+            self_cluster_id: None,
+            affected_max_risks: 20,
         }
     }
 }
@@ -139,6 +161,8 @@ pub enum Error {
     Discover(#[source] kube::Error),
     #[error("failed to write a report")]
     Write(#[source] kube::Error),
+    #[error("failed to delete a scan's namespaced reports")]
+    Prune(#[source] kube::Error),
 }
 
 impl Error {
@@ -147,6 +171,7 @@ impl Error {
         match self {
             Error::Discover(_) => "discover_reports",
             Error::Write(_) => "write_report",
+            Error::Prune(_) => "prune_reports",
         }
     }
 }

@@ -333,3 +333,135 @@ fn the_condition_says_why_no_report_was_written() {
         "{message}"
     );
 }
+
+fn affected_rows() -> Rows {
+    use super::affected::{Affected, Resource};
+    let res = |ns: Option<&str>, name: &str| Resource {
+        namespace: ns.map(Into::into),
+        kind: "Deployment".into(),
+        name: name.into(),
+        api_version: Some("apps/v1"),
+    };
+    let mut rows = Rows::clusters(
+        &many("c-self", 4),
+        &set(&["c-self"]),
+        &BTreeSet::new(),
+        &[RiskType::RiskAssessment],
+        10,
+    );
+    let group = rows.cluster_mut("c-self").expect("the group");
+    // r-0 (high): team-a and shop; r-1 (medium): 30 in shop and a cluster-scoped one;
+    // r-2: payments only; r-3: not looked up.
+    for row in &mut group.rows {
+        row.affected = match row.id.as_str() {
+            "r-0" => Some(Affected {
+                total: 2,
+                resources: vec![res(Some("team-a"), "own"), res(Some("shop"), "web")],
+            }),
+            "r-1" => Some(Affected {
+                total: 31,
+                resources: (0..30)
+                    .map(|i| res(Some("shop"), &format!("d{i}")))
+                    .chain([res(None, "ns")])
+                    .collect(),
+            }),
+            "r-2" => Some(Affected {
+                total: 1,
+                resources: vec![res(Some("payments"), "pay")],
+            }),
+            _ => None,
+        };
+    }
+    rows.affected = true;
+    rows
+}
+
+fn named(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .flat_map(|r| r["resources"].as_array().cloned().unwrap_or_default())
+        .map(|o| {
+            (
+                o["namespace"].as_str().unwrap_or("").to_string(),
+                o["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_scans_own_report_names_only_its_namespaces_resources_and_counts_the_others() {
+    let rows = affected_rows();
+    let report = build(Kind::OpenReports, &owner(), &rows.groups[0], 200);
+    assert_eq!(named(&report), vec![("team-a".into(), "own".into())]);
+    let results = report["results"].as_array().expect("results");
+    let of = |id: &str| results.iter().find(|r| r["rule"] == id).expect(id);
+    assert_eq!(of("r-0")["properties"]["affectedResources"], "2");
+    assert_eq!(of("r-0")["properties"]["affectedNamed"], "1");
+    assert_eq!(of("r-1")["properties"]["affectedResources"], "31");
+    assert_eq!(of("r-1")["properties"]["affectedNamed"], "0");
+    assert!(
+        of("r-1").get("resources").is_none(),
+        "shop's are not team-a's"
+    );
+    assert!(
+        of("r-3")["properties"].get("affectedResources").is_none(),
+        "not looked up: no count"
+    );
+}
+
+#[test]
+fn each_affected_namespace_gets_a_report_of_its_own_risks_naming_only_its_resources() {
+    let rows = affected_rows();
+    let all = namespaced(Kind::OpenReports, &owner(), &rows, 200, |_| true);
+    let by_ns: std::collections::BTreeMap<String, &serde_json::Value> = all
+        .iter()
+        .map(|r| {
+            (
+                r["metadata"]["namespace"]
+                    .as_str()
+                    .expect("json")
+                    .to_string(),
+                r,
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_ns.keys().collect::<Vec<_>>(),
+        ["payments", "shop"],
+        "the owner's namespace has its own report; cluster-scoped resources none"
+    );
+    let shop = by_ns["shop"];
+    let rules: Vec<&str> = shop["results"]
+        .as_array()
+        .expect("json")
+        .iter()
+        .map(|r| r["rule"].as_str().expect("json"))
+        .collect();
+    assert_eq!(rules, ["r-0", "r-1"], "high first");
+    let names = named(shop);
+    assert!(names.iter().all(|(ns, _)| ns == "shop"), "{names:?}");
+    assert_eq!(names.len(), 1 + affected::NAMED, "r-1 names 20 of its 30");
+    assert_eq!(shop["summary"]["fail"], 2);
+    assert_eq!(shop["metadata"]["labels"][affected::SCAN_UID], "u-1");
+    assert!(shop["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        named(by_ns["payments"]),
+        vec![("payments".into(), "pay".into())]
+    );
+    assert_ne!(
+        shop["metadata"]["name"],
+        build(Kind::OpenReports, &owner(), &rows.groups[0], 200)["metadata"]["name"]
+    );
+
+    let watched = namespaced(Kind::OpenReports, &owner(), &rows, 200, |ns| ns == "shop");
+    assert_eq!(watched.len(), 1, "unwatched namespaces get none");
+
+    let mut not_looked_up = rows.clone();
+    for row in &mut not_looked_up.groups[0].rows {
+        row.affected = None;
+    }
+    assert!(namespaced(Kind::OpenReports, &owner(), &not_looked_up, 200, |_| true).is_empty());
+}

@@ -7,13 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    Api, Client, ResourceExt,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    },
 };
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{Error, Kind, Mode, Owner, Rows, build};
+use super::{Error, Kind, Mode, Owner, Rows, affected::SCAN_UID, build, namespaced};
 use crate::controller_runtime::FIELD_MANAGER;
 
 /// How long an answer of discovery is kept: report CRDs installed after start-up are found
@@ -81,7 +83,9 @@ pub fn condition(w: &Result<Written, Error>) -> Option<(bool, &'static str, Stri
             ),
         )),
         Err(e @ Error::Discover(_)) => Some((false, "DiscoveryFailed", crate::report_error(e))),
-        Err(e @ Error::Write(_)) => Some((false, "WriteFailed", crate::report_error(e))),
+        Err(e @ (Error::Write(_) | Error::Prune(_))) => {
+            Some((false, "WriteFailed", crate::report_error(e)))
+        }
     }
 }
 
@@ -95,11 +99,15 @@ pub struct Writer {
     written: Mutex<HashMap<String, [u8; 32]>>,
     /// The "not written" log line was given (until a kind is served again).
     told: AtomicBool,
+    /// The namespaces reports may be written in besides the scans' own; None: all.
+    watched: Option<Vec<String>>,
 }
 
 impl Writer {
-    pub fn new(args: &super::ReportArgs) -> Self {
+    /// `watched`: the operator's namespaces (None: all); namespaced reports go to those only.
+    pub fn new(args: &super::ReportArgs, watched: Option<Vec<String>>) -> Self {
         Self {
+            watched,
             mode: args.mode,
             max_results: usize::from(args.report_max_results),
             found: Mutex::new(None),
@@ -142,6 +150,119 @@ impl Writer {
         Ok(kind)
     }
 
+    fn api(client: &Client, kind: Kind, ns: Option<&str>) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(kind.group(), kind.version(), kind.kind());
+        let ar = ApiResource::from_gvk_with_plural(&gvk, kind.plural());
+        match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        }
+    }
+
+    /// The namespaced reports of scan `uid` as (namespace, name), in the namespaces written to.
+    async fn list_namespaced(
+        &self,
+        client: &Client,
+        kind: Kind,
+        uid: &str,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let lp = ListParams::default().labels(&format!("{SCAN_UID}={uid}"));
+        let scopes: Vec<Option<&str>> = match &self.watched {
+            None => vec![None],
+            Some(ns) => ns.iter().map(|n| Some(n.as_str())).collect(),
+        };
+        let mut out = Vec::new();
+        for ns in scopes {
+            match Self::api(client, kind, ns).list_metadata(&lp).await {
+                Ok(list) => out.extend(
+                    list.items
+                        .iter()
+                        .map(|o| (o.namespace().unwrap_or_default(), o.name_any())),
+                ),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::Prune(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the namespaced reports of scan `uid` but those in `keep`; how many were deleted.
+    async fn prune(
+        &self,
+        client: &Client,
+        kind: Kind,
+        uid: &str,
+        keep: &[(String, String)],
+    ) -> Result<usize, Error> {
+        let mut deleted = 0;
+        for (ns, name) in self.list_namespaced(client, kind, uid).await? {
+            if keep.iter().any(|k| k.0 == ns && k.1 == name) {
+                continue;
+            }
+            match Self::api(client, kind, Some(&ns))
+                .delete(&name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => deleted += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::Prune(e)),
+            }
+            Self::lock(&self.written).remove(&format!("{}|{ns}|{name}", kind.plural()));
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every namespaced report of scan `uid` (its ClusterScanTask is being deleted);
+    /// how many were deleted.
+    pub async fn delete_namespaced(&self, client: &Client, uid: &str) -> Result<usize, Error> {
+        if self.mode == Mode::Off {
+            return Ok(0);
+        }
+        let Some(kind) = self.kind(client).await? else {
+            return Ok(0);
+        };
+        self.prune(client, kind, uid, &[]).await
+    }
+
+    /// Applies `body` unless this process wrote the same; Ok(false) when unchanged, Err(None)
+    /// when the kind is no longer served.
+    async fn apply(
+        &self,
+        client: &Client,
+        kind: Kind,
+        body: &serde_json::Value,
+    ) -> Result<bool, Option<Error>> {
+        let name = body["metadata"]["name"].as_str().unwrap_or_default();
+        let ns = body["metadata"]["namespace"].as_str().unwrap_or_default();
+        let key = format!("{}|{ns}|{name}", kind.plural());
+        let hash: [u8; 32] = Sha256::digest(body.to_string().as_bytes()).into();
+        if Self::lock(&self.written).get(&key) == Some(&hash) {
+            return Ok(false);
+        }
+        match Self::api(client, kind, Some(ns))
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                // The CRD went away: ask again next time.
+                *Self::lock(&self.found) = None;
+                return Err(None);
+            }
+            Err(e) => return Err(Some(Error::Write(e))),
+        }
+        let mut written = Self::lock(&self.written);
+        if written.len() >= REMEMBERED {
+            written.clear();
+        }
+        written.insert(key, hash);
+        Ok(true)
+    }
+
     /// Writes the reports of `rows` for `owner`.
     pub async fn write(
         &self,
@@ -163,47 +284,40 @@ impl Writer {
             return Ok(Written::NotServed(self.mode));
         };
         self.told.store(false, Ordering::Relaxed);
-        let gvk = GroupVersionKind::gvk(kind.group(), kind.version(), kind.kind());
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            &owner.namespace,
-            &ApiResource::from_gvk_with_plural(&gvk, kind.plural()),
-        );
+        let mut bodies: Vec<serde_json::Value> = rows
+            .groups
+            .iter()
+            .map(|g| build(kind, owner, g, self.max_results))
+            .collect();
+        let own = bodies.len();
+        if rows.affected {
+            bodies.extend(namespaced(kind, owner, rows, self.max_results, |ns| {
+                self.watched
+                    .as_ref()
+                    .is_none_or(|w| w.iter().any(|n| n == ns))
+            }));
+        }
         let (mut applied, mut unchanged) = (0, 0);
-        for group in &rows.groups {
-            let body = build(kind, owner, group, self.max_results);
-            let name = body["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let key = format!("{}|{}|{name}", kind.plural(), owner.namespace);
-            let hash: [u8; 32] = Sha256::digest(body.to_string().as_bytes()).into();
-            if Self::lock(&self.written).get(&key) == Some(&hash) {
-                unchanged += 1;
-                continue;
+        for body in &bodies {
+            match self.apply(client, kind, body).await {
+                Ok(true) => applied += 1,
+                Ok(false) => unchanged += 1,
+                Err(None) => return Ok(Written::NotServed(self.mode)),
+                Err(Some(e)) => return Err(e),
             }
-            match api
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&body),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    // The CRD went away: ask again next time.
-                    *Self::lock(&self.found) = None;
-                    return Ok(Written::NotServed(self.mode));
-                }
-                Err(e) => return Err(Error::Write(e)),
-            }
-            applied += 1;
-            let mut written = Self::lock(&self.written);
-            if written.len() >= REMEMBERED {
-                written.clear();
-            }
-            written.insert(key, hash);
+        }
+        if rows.affected {
+            let keep: Vec<(String, String)> = bodies[own..]
+                .iter()
+                .map(|b| {
+                    let m = &b["metadata"];
+                    (
+                        m["namespace"].as_str().unwrap_or_default().to_string(),
+                        m["name"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            self.prune(client, kind, &owner.uid, &keep).await?;
         }
         Ok(Written::Wrote {
             kind,

@@ -13,6 +13,7 @@ mod lease;
 mod metrics_auth;
 mod rbac;
 mod reports;
+mod self_cluster;
 mod slots;
 mod tenant;
 mod triggers;

@@ -15,7 +15,7 @@ use kube::{
 
 const CLUSTERS: [&str; 2] = ["cce-sim-0001", "cce-sim-0002"];
 
-async fn install_report_crd(client: &Client) {
+pub(crate) async fn install_report_crd(client: &Client) {
     static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     ONCE.get_or_init(|| async {
         hss_testkit::install_crds(
@@ -28,7 +28,7 @@ async fn install_report_crd(client: &Client) {
     .await;
 }
 
-fn reports(client: &Client, ns: &str) -> Api<DynamicObject> {
+pub(crate) fn reports(client: &Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("openreports.io", "v1alpha1", "Report");
     Api::namespaced_with(
         client.clone(),

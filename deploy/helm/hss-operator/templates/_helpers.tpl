@@ -130,7 +130,10 @@ reads one back by name after a conflict and deletes old ones.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- include "hss-operator.reportRules" (dict "verbs" (list "patch") "Values" .Values) }}
+{{- /* With reports.selfClusterId the operator also lists and deletes the Reports it wrote in
+affected namespaces (they carry no ownerReference). */}}
+{{- $verbs := ternary (list "patch" "list" "delete") (list "patch") (ne (toString .Values.reports.selfClusterId) "") }}
+{{- include "hss-operator.reportRules" (dict "verbs" $verbs "Values" .Values) }}
 {{- end }}
 
 {{/*
