@@ -26,7 +26,6 @@ use super::pipeline::tracks::{Track, Tracks};
 use crate::{
     cli::Cli,
     env::Env,
-    operator::{OperatorSettings, start_operator, wait_ready},
     procfs::proc_stats,
     report::Row,
     simulator::{SimSettings, calls_delta, sim_calls, start_simulator, total_429},
@@ -128,31 +127,14 @@ pub async fn shares_scenario(env: &Env, cli: &Cli) -> anyhow::Result<Vec<Row>> {
         &env.logs.join("sim-s5.log"),
     )?;
     let calls0 = sim_calls(&env.http, &sim_url).await?;
-    let admin_port = hss_testkit::free_port()?;
     let all: Vec<&str> = namespaces.values().map(String::as_str).collect();
-    let watched = all.join(",");
-    let (mut op, _) = start_operator(
-        &env.bin,
-        &OperatorSettings {
-            namespace: &watched,
-            sim_url: &sim_url,
-            kubeconfig: &env.proxy_kubeconfig,
-            admin_port,
-            budget_per_minute: PER_WINDOW,
-            budget_window: WINDOW,
-            poll_interval: cli.poll_interval,
-            log: env.logs.join("operator-s5.log"),
-            extra_args: &[],
-        },
-    )?;
-    wait_ready(
-        &env.http,
-        admin_port,
-        Instant::now(),
-        Duration::from_secs(60),
-        Duration::from_millis(25),
-    )
-    .await?;
+    let this = super::Variant {
+        label: String::new(),
+        bin: env.bin.clone(),
+        args: Vec::new(),
+    };
+    let budget = (PER_WINDOW, WINDOW);
+    let mut op = waiting::operator(env, cli, &this, &all.join(","), &sim_url, budget, "s5").await?;
     let tracks = Tracks::default();
     let watches: Vec<_> = namespaces
         .values()

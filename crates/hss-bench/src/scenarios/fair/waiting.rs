@@ -22,8 +22,9 @@ use crate::{
     simulator::{SimSettings, calls_delta, sim_calls, start_simulator},
 };
 
-/// A ready operator of `variant` watching `ns`, with its log `operator-<id>.log`.
-async fn operator(
+/// A ready operator of `variant` watching `ns` (comma-separated namespaces), with its log
+/// `operator-<id>.log`.
+pub(super) async fn operator(
     env: &Env,
     cli: &Cli,
     variant: &Variant,
