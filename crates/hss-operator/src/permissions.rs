@@ -174,10 +174,14 @@ pub fn required(settings: &Settings<'_>) -> Vec<Need> {
         for verb in ["create", "patch"] {
             needs.push(need(verb, "events.k8s.io", "events", None, ns.clone()));
         }
-        // Reports are written by server-side apply only (a patch, creating or replacing);
-        // the garbage collector deletes them with their ClusterScanTask.
+        // Reports are written by server-side apply only (a patch, creating or replacing; the
+        // API server authorizes an apply that creates the object as a create too, so patch
+        // alone is refused with 403 on a report's first write); the garbage collector deletes
+        // them with their ClusterScanTask.
         for kind in reports {
-            needs.push(need("patch", kind.group(), kind.plural(), None, ns.clone()));
+            for verb in ["create", "patch"] {
+                needs.push(need(verb, kind.group(), kind.plural(), None, ns.clone()));
+            }
             if namespaced_reports {
                 for verb in ["list", "delete"] {
                     needs.push(need(verb, kind.group(), kind.plural(), None, ns.clone()));
@@ -479,18 +483,24 @@ mod tests {
         };
         assert_eq!(
             verbs(false, &[]),
-            [("patch", None)],
-            "own reports: apply only"
+            [("create", None), ("patch", None)],
+            "own reports: apply only (which creates them)"
         );
         assert_eq!(
             verbs(true, &[]),
-            [("delete", None), ("list", None), ("patch", None)],
+            [
+                ("create", None),
+                ("delete", None),
+                ("list", None),
+                ("patch", None)
+            ],
             "all namespaces: cluster-wide"
         );
         let shop = Some("shop".to_string());
         assert_eq!(
             verbs(true, &["shop".into()]),
             [
+                ("create", shop.clone()),
                 ("delete", shop.clone()),
                 ("list", shop.clone()),
                 ("patch", shop)

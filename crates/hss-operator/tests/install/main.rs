@@ -17,11 +17,13 @@
 //! plane.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
 };
 
+use hss_client::results::{RiskLevel, RiskType};
 use hss_operator::crd::{ClusterScanTask, Phase};
 use hss_simulator::{SimConfig, Simulator};
 use hss_testkit::{cluster::*, identity};
@@ -31,7 +33,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
     discovery::{self, Scope},
 };
 use serde_json::{Value, json};
@@ -663,6 +665,136 @@ async fn without_triggers_the_operator_needs_no_node_access_and_completes_a_scan
     inst.create_scan(&ns, "scan").await;
     let id = inst.await_succeeded(&ns, "scan").await;
     assert_eq!(inst.task_ids(), [id]);
+    pod.assert_up();
+    pod.terminate(inst.release.grace()).await;
+}
+
+/// The PolicyReport CRD the Policy WG publishes (v1alpha2), installed once per control plane
+/// and idempotently (an existing one is replaced). Every install test after it sees
+/// PolicyReport served: with `reports.mode: auto` (no OpenReports CRD here) their scans write
+/// PolicyReports too, which the chart's default RBAC grants.
+async fn install_policyreport_crd(admin: &Client) {
+    hss_testkit::install_crds(
+        admin,
+        &repo().join("crates/hss-testkit/crds/wgpolicyk8s.io_policyreports.yaml"),
+    )
+    .await
+    .expect("install the PolicyReport CRD");
+}
+
+/// What the operator writes for an HSS level: severity (`tips` is `info`) and result.
+fn policyreport_severity(level: RiskLevel) -> (&'static str, &'static str) {
+    match level {
+        RiskLevel::High => ("high", "fail"),
+        RiskLevel::Medium => ("medium", "fail"),
+        RiskLevel::Low => ("low", "warn"),
+        RiskLevel::Tips | RiskLevel::Unknown => ("info", "warn"),
+    }
+}
+
+#[tokio::test]
+async fn with_reports_mode_policyreport_a_finished_scan_writes_policyreports_the_charts_rbac_allows()
+ {
+    let inst = install(
+        "polr",
+        json!({"reports": {"mode": "policyreport"}}),
+        &[],
+        SimConfig::default(),
+    )
+    .await;
+    assert!(
+        inst.release
+            .args()
+            .contains(&"--reports=policyreport".to_string()),
+        "{:?}",
+        inst.release.args()
+    );
+    let rbac_groups: Vec<&Value> = inst
+        .release
+        .objects
+        .iter()
+        .flat_map(|o| o["rules"].as_array().into_iter().flatten())
+        .flat_map(|r| r["apiGroups"].as_array().into_iter().flatten())
+        .collect();
+    assert!(rbac_groups.contains(&&json!("wgpolicyk8s.io")));
+    assert!(
+        !rbac_groups.contains(&&json!("openreports.io")),
+        "no RBAC on a kind the mode never writes"
+    );
+    install_policyreport_crd(&inst.admin).await;
+    let mut pod = inst.pod("polr-0").await;
+    pod.await_ready(&inst.release).await;
+    let ns = inst.release.namespace.clone();
+    inst.create_scan(&ns, "scan").await;
+    inst.await_succeeded(&ns, "scan").await;
+    let done = wait_for(&inst.scans(&ns), "scan", 30, |o| {
+        condition(o, "ReportsWritten").is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&done, "ReportsWritten"),
+        Some(("True".into(), "Written".into())),
+        "{}",
+        condition_message(&done, "ReportsWritten")
+    );
+
+    // The simulator's benchmark rows, by cluster: (severity, result) pairs, sorted.
+    let mut expected: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+    for r in inst.sim.cluster_risks("proj", RiskType::Benchmark) {
+        expected
+            .entry(r.cluster_id.clone())
+            .or_default()
+            .push(policyreport_severity(r.risk_level));
+    }
+    assert!(
+        !expected.is_empty(),
+        "the default scan finds benchmark risks"
+    );
+
+    let gvk = GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport");
+    let reports: Api<DynamicObject> = Api::namespaced_with(
+        inst.admin.clone(),
+        &ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "policyreports"),
+    );
+    let list = reports.list(&Default::default()).await.expect("list");
+    let owned: Vec<&DynamicObject> = list
+        .items
+        .iter()
+        .filter(|r| {
+            r.owner_references().iter().any(|o| {
+                o.kind == "ClusterScanTask"
+                    && o.name == "scan"
+                    && Some(&o.uid) == done.metadata.uid.as_ref()
+            })
+        })
+        .collect();
+    assert!(
+        !owned.is_empty(),
+        "PolicyReports owned by the scan: {list:?}"
+    );
+    let mut seen: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+    for report in &owned {
+        for r in report.data["results"].as_array().into_iter().flatten() {
+            if r["properties"]["scanType"] != "benchmark" {
+                continue;
+            }
+            let cluster = r["properties"]["clusterId"].as_str().expect("clusterId");
+            assert_eq!(
+                report.name_any(),
+                format!("hss-scan-{cluster}"),
+                "one PolicyReport per cluster"
+            );
+            seen.entry(cluster.to_string()).or_default().push((
+                r["severity"].as_str().expect("severity"),
+                r["result"].as_str().expect("result"),
+            ));
+        }
+    }
+    for v in expected.values_mut().chain(seen.values_mut()) {
+        v.sort_unstable();
+    }
+    assert_eq!(seen, expected, "benchmark results by cluster");
     pod.assert_up();
     pod.terminate(inst.release.grace()).await;
 }

@@ -132,13 +132,14 @@ reads one back by name after a conflict and deletes old ones.
   verbs: ["create", "patch"]
 {{- /* With reports.selfClusterId the operator also lists and deletes the Reports it wrote in
 affected namespaces (they carry no ownerReference). */}}
-{{- $verbs := ternary (list "patch" "list" "delete") (list "patch") (ne (toString .Values.reports.selfClusterId) "") }}
+{{- $verbs := ternary (list "create" "patch" "list" "delete") (list "create" "patch") (ne (toString .Values.reports.selfClusterId) "") }}
 {{- include "hss-operator.reportRules" (dict "verbs" $verbs "Values" .Values) }}
 {{- end }}
 
 {{/*
 The report kinds reports.mode may write, with the given verbs: the operator applies them
-(server-side apply is a patch); the view role reads them.
+(server-side apply is a patch, and one that creates the object is also authorized as a create);
+the view role reads them.
 */}}
 {{- define "hss-operator.reportRules" -}}
 {{- $mode := .Values.reports.mode }}
