@@ -139,10 +139,7 @@ pub(super) async fn read(
     hss: &HssClient,
 ) -> Result<Action, Error> {
     let uid = Context::uid(&obj);
-    let caller = fair::Caller::of(
-        &obj,
-        ctx.tenants.share(&obj.namespace().unwrap_or_default()),
-    );
+    let caller = ctx.caller(&obj);
     let max = match ctx.args.reports.mode {
         reports::Mode::Off => 0,
         _ => usize::from(ctx.args.reports.report_max_results),

@@ -238,6 +238,15 @@ impl Runtime {
 }
 
 impl Context {
+    /// Who `obj`'s HSS calls are queued as in the fair queue: its namespace, with the share
+    /// its policy gives it.
+    pub(crate) fn caller(&self, obj: &ClusterScanTask) -> fair::Caller {
+        fair::Caller::of(
+            obj,
+            self.tenants.share(&obj.namespace().unwrap_or_default()),
+        )
+    }
+
     pub(crate) fn uid(obj: &ClusterScanTask) -> String {
         obj.uid().unwrap_or_else(|| obj.name_any())
     }

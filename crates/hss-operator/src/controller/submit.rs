@@ -265,10 +265,7 @@ pub(super) async fn resolve_attempt(
     let lookup = match finished {
         Some(outcome) => outcome,
         None => {
-            let caller = fair::Caller::of(
-                &obj,
-                ctx.tenants.share(&obj.namespace().unwrap_or_default()),
-            );
+            let caller = ctx.caller(&obj);
             let (ledger, hss, req) = (ctx.ledger.clone(), hss.clone(), req.clone());
             let (scope, owned) = (scope_of(&hss), ctx.owned_task_ids(&obj));
             let (started_ms, settle, job_uid) =
@@ -333,10 +330,7 @@ async fn adopt_named(
     started_at_ms: i64,
 ) -> Result<Action, Error> {
     // Like a lookup, outside reconcile: its ListTasks and ListTaskResources calls hold nothing.
-    let caller = fair::Caller::of(
-        &obj,
-        ctx.tenants.share(&obj.namespace().unwrap_or_default()),
-    );
+    let caller = ctx.caller(&obj);
     let (ledger, client, req) = (ctx.ledger.clone(), hss.clone(), req.clone());
     let (scope, owned) = (scope_of(hss), ctx.owned_task_ids(&obj));
     let (uid, named) = (Context::uid(&obj), task_id.to_string());

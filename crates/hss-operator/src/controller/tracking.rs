@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kube::{ResourceExt, runtime::controller::Action, runtime::reflector::ObjectRef};
+use kube::{runtime::controller::Action, runtime::reflector::ObjectRef};
 
 use super::{Context, Error, fair, offload, transitions};
 use crate::crd::{
@@ -180,10 +180,7 @@ pub(super) async fn follow(
         transitions::awaiting_retry(&obj, poll_every)
     } else {
         let uid = Context::uid(&obj);
-        let caller = fair::Caller::of(
-            &obj,
-            ctx.tenants.share(&obj.namespace().unwrap_or_default()),
-        );
+        let caller = ctx.caller(&obj);
         let step = ctx.results.step(&obj, &uid, || {
             let (obj, hss, info, task_id) =
                 (obj.clone(), hss.clone(), info.clone(), task_id.clone());
